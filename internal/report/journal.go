@@ -1,0 +1,651 @@
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrLocked is returned (wrapped) by OpenJournal when another open journal,
+// in this process or another, holds the lock on the same file.
+var ErrLocked = errors.New("journal is locked by another run")
+
+// ErrListChanged is returned (wrapped) by OpenJournal when the journal was
+// written for a list whose content differs from the one now given.
+var ErrListChanged = errors.New("journal was written for a different list")
+
+// ErrNotJournal is returned (wrapped) when the file named as a journal does
+// not begin with a journal header, or has a damaged record before its last
+// line. Such a file is never modified.
+var ErrNotJournal = errors.New("not a bulkmail journal")
+
+// journalVersion is written in every run header so a later format can tell
+// old journals apart.
+const journalVersion = 1
+
+// Record kinds, the "t" field of each line.
+const (
+	kindRun     = "run"
+	kindCommit  = "commit"
+	kindOutcome = "outcome"
+)
+
+// record is one line of the journal. One struct serves the three kinds so
+// that a line can be decoded without first peeking at "t"; fields a kind does
+// not use are omitted from its line.
+type record struct {
+	T         string    `json:"t"`
+	Version   int       `json:"v,omitempty"`    // run
+	List      string    `json:"list,omitempty"` // run
+	Row       int       `json:"row,omitempty"`
+	Email     string    `json:"email,omitempty"`
+	Status    Status    `json:"status,omitempty"`
+	Rcpt      Reply     `json:"rcpt,omitzero"`
+	Data      Reply     `json:"data,omitzero"`
+	Attempt   int       `json:"attempt,omitempty"` // commit
+	Attempts  int       `json:"attempts,omitempty"`
+	MessageID string    `json:"mid,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Conn      int       `json:"conn,omitempty"`
+	Start     time.Time `json:"start,omitzero"` // run, outcome
+	At        time.Time `json:"at,omitzero"`    // commit
+	Duration  int64     `json:"dur_ns,omitempty"`
+}
+
+// outcome converts a commit or outcome record into the state Last reports.
+func (r *record) outcome() Outcome {
+	if r.T == kindCommit {
+		return Outcome{
+			Row:       r.Row,
+			Email:     r.Email,
+			Status:    InDoubt,
+			Attempts:  r.Attempt,
+			MessageID: r.MessageID,
+			Error:     inDoubtError,
+			Start:     r.At,
+		}
+	}
+	return Outcome{
+		Row:       r.Row,
+		Email:     r.Email,
+		Status:    r.Status,
+		Rcpt:      r.Rcpt,
+		Data:      r.Data,
+		Attempts:  r.Attempts,
+		MessageID: r.MessageID,
+		Error:     r.Error,
+		Conn:      r.Conn,
+		Start:     r.Start,
+		Duration:  time.Duration(r.Duration),
+	}
+}
+
+// Journal is the durable, append-only record of a job's outcomes. Each
+// Committing and Record call is written and fsynced before it returns;
+// concurrent calls share one write and one fsync.
+//
+// A Journal from OpenJournal holds an exclusive lock on its file until Close.
+// A Journal from ReadJournal is read-only and holds no lock.
+type Journal struct {
+	path     string
+	readOnly bool
+	f        *os.File // the journal file: holds the lock, serves Last
+	// w receives the appends; it is f except in tests, which swap in a file
+	// whose writes fail to exercise the sticky error.
+	w *os.File
+
+	mu       sync.Mutex
+	cond     sync.Cond // signalled when a batch is written or fails
+	listID   string
+	idx      rowIndex
+	size     int64 // end of the durable records
+	pending  []byte
+	rows     []pendingRow // rows in pending, with their offsets in it
+	batch    uint64       // number of the batch collecting in pending
+	flushed  uint64       // highest batch on disk
+	writing  bool         // a caller is writing a batch with mu released
+	err      error        // sticky: set by the first failed write or fsync
+	closed   bool
+	spareBuf []byte // the previous batch's buffers, reused
+	spareRow []pendingRow
+}
+
+type pendingRow struct {
+	row int
+	off int64
+}
+
+// OpenJournal opens or creates the journal at path (mode 0600) and takes an
+// exclusive, non-blocking flock on it; if another open journal holds it, the
+// error wraps ErrLocked. The kernel drops the lock when its holder exits, so
+// no pid file can go stale.
+//
+// listID identifies the list by content (a SHA-256 hex of the list file). An
+// existing journal written for another listID returns an error wrapping
+// ErrListChanged unless reset is true, in which case the old journal is
+// renamed to path+".old-<timestamp>" and a fresh one started. A file that is
+// not a journal returns an error wrapping ErrNotJournal and is not touched.
+//
+// Reading an existing journal rebuilds the last state of every row; a torn
+// last line (crash mid-write) is ignored and truncated away, everything
+// before it kept. Every run appends a "run" header line.
+func OpenJournal(path, listID string, reset bool) (*Journal, error) {
+	if listID == "" {
+		return nil, fmt.Errorf("report: journal %s: empty list id", path)
+	}
+	f, err := openLocked(path, os.O_RDWR|os.O_CREATE)
+	if err != nil {
+		return nil, err
+	}
+	j, err := load(f, path, false)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if j.listID != "" && j.listID != listID {
+		if !reset {
+			f.Close()
+			return nil, fmt.Errorf("report: journal %s: written for list %.12s, this list is %.12s: %w", path, j.listID, listID, ErrListChanged)
+		}
+		nf, err := rotate(path, f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		f = nf
+		j = newJournal(f, path, false)
+	}
+	// Truncate the torn tail (if any) before appending, or the next record
+	// would be glued to half a line.
+	if err := f.Truncate(j.size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("report: journal %s: %w", path, err)
+	}
+	if _, err := f.Seek(j.size, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("report: journal %s: %w", path, err)
+	}
+	// The journal is 0600 even if an older one was created more open: it
+	// holds every recipient address.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("report: journal %s: %w", path, err)
+	}
+	j.listID = listID
+	line, err := encode(&record{T: kindRun, Version: journalVersion, List: listID, Start: time.Now().UTC()})
+	if err == nil {
+		err = j.append(line, 0)
+	}
+	if err == nil {
+		// A new journal's directory entry must be durable too, or a crash
+		// could lose the whole file along with its fsynced records.
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// ReadJournal opens the journal at path read-only, for inspection (bulkmail
+// report --journal). It takes no lock, so it works while a run is writing the
+// journal, and sees the records on disk when it was opened. A torn last line
+// is ignored but left in place. Committing and Record on the returned
+// Journal return errors; Close releases the file.
+func ReadJournal(path string) (*Journal, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	j, err := load(f, path, true)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// openLocked opens path with flag and takes the exclusive lock on it.
+func openLocked(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	// Each open() makes its own open file description, so this also refuses
+	// a second journal on the same file inside one process.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("report: journal %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("report: journal %s: flock: %w", path, err)
+	}
+	return f, nil
+}
+
+// rotate moves the locked journal f at path aside and returns a new, locked,
+// empty journal file at path. The old file keeps its lock until the caller
+// closes it, so no other run can slip in and use it meanwhile.
+func rotate(path string, f *os.File) (*os.File, error) {
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	old := path + ".old-" + stamp
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(old); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		old = fmt.Sprintf("%s.old-%s-%d", path, stamp, i)
+	}
+	if err := os.Rename(path, old); err != nil {
+		return nil, fmt.Errorf("report: journal %s: keep old journal: %w", path, err)
+	}
+	nf, err := openLocked(path, os.O_RDWR|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return nil, err
+	}
+	return nf, nil
+}
+
+func newJournal(f *os.File, path string, readOnly bool) *Journal {
+	j := &Journal{path: path, readOnly: readOnly, f: f, w: f, batch: 1}
+	j.cond.L = &j.mu
+	return j
+}
+
+// load reads the journal in f from the start and indexes the last record of
+// every row. It sets j.size to the end of the last complete line.
+func load(f *os.File, path string, readOnly bool) (*Journal, error) {
+	j := newJournal(f, path, readOnly)
+	br := bufio.NewReaderSize(f, 64<<10)
+	var (
+		acc  []byte
+		off  int64
+		line int
+	)
+	for {
+		b, err := readLine(br, &acc)
+		if len(b) > 0 && b[len(b)-1] == '\n' {
+			line++
+			var r record
+			if uerr := json.Unmarshal(b, &r); uerr != nil || !j.index(&r, off, line) {
+				if _, perr := br.Peek(1); perr == io.EOF && line > 1 {
+					// A complete but garbled last line: what a crash can
+					// leave when the size reached disk before the data.
+					// Never the first line: a file that does not start
+					// with a header is not ours to truncate.
+					break
+				}
+				return nil, fmt.Errorf("report: journal %s line %d: damaged record: %w", path, line, ErrNotJournal)
+			}
+			off += int64(len(b))
+			continue
+		}
+		if err == io.EOF {
+			if len(b) > 0 && off == 0 && !bytes.HasPrefix(b, []byte(`{"t":"run"`)) {
+				// A single unterminated line that is not even the start of
+				// a header: this is some other file. Leave it alone.
+				return nil, fmt.Errorf("report: journal %s: %w", path, ErrNotJournal)
+			}
+			break // len(b) > 0: the torn tail of a crashed write
+		}
+		if err != nil {
+			return nil, fmt.Errorf("report: journal %s: %w", path, err)
+		}
+	}
+	j.size = off
+	return j, nil
+}
+
+// index records r, found at off on line number line, in j. It reports
+// whether r is a valid record in its place.
+func (j *Journal) index(r *record, off int64, line int) bool {
+	if line == 1 {
+		if r.T != kindRun || r.List == "" {
+			return false
+		}
+		j.listID = r.List
+		return true
+	}
+	switch r.T {
+	case kindRun:
+		return r.List != ""
+	case kindCommit, kindOutcome:
+		if r.Row < 1 {
+			return false
+		}
+		j.idx.set(r.Row, off)
+		return true
+	}
+	return false
+}
+
+// readLine returns the next line of br including its '\n', or the
+// unterminated rest of the input with io.EOF. The slice is valid until the
+// next call.
+func readLine(br *bufio.Reader, acc *[]byte) ([]byte, error) {
+	b, err := br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return b, err
+	}
+	*acc = append((*acc)[:0], b...)
+	for err == bufio.ErrBufferFull {
+		b, err = br.ReadSlice('\n')
+		*acc = append(*acc, b...)
+	}
+	return *acc, err
+}
+
+func encode(r *record) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("report: row %d: %w", r.Row, err)
+	}
+	return append(b, '\n'), nil
+}
+
+// Committing records, durably (written and fsynced before it returns), that
+// the message for row is about to be committed (the final dot is about to be
+// sent) on attempt n. If the process dies before the matching Record, a later
+// run sees the row as InDoubt. After a failed write every call returns that
+// error.
+func (j *Journal) Committing(row, attempt int, email, messageID string) error {
+	if row < 1 {
+		return fmt.Errorf("report: row %d: row numbers start at 1", row)
+	}
+	line, err := encode(&record{T: kindCommit, Row: row, Email: email, Attempt: attempt, MessageID: messageID, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	return j.append(line, row)
+}
+
+// Record appends the outcome durably (fsync before return). It is safe for
+// concurrent use by many workers. After a failed write every call returns
+// that error: the caller must stop sending.
+func (j *Journal) Record(o Outcome) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	line, err := encode(&record{
+		T:         kindOutcome,
+		Row:       o.Row,
+		Email:     o.Email,
+		Status:    o.Status,
+		Rcpt:      o.Rcpt,
+		Data:      o.Data,
+		Attempts:  o.Attempts,
+		MessageID: o.MessageID,
+		Error:     o.Error,
+		Conn:      o.Conn,
+		Start:     o.Start,
+		Duration:  int64(o.Duration),
+	})
+	if err != nil {
+		return err
+	}
+	return j.append(line, o.Row)
+}
+
+// append adds line to the batch being collected and returns once that batch
+// is on disk. The first caller to find no write in progress writes the whole
+// batch — its own line and everyone else's — with one write and one fsync,
+// while later callers collect the next batch. row is indexed once the line is
+// durable; 0 means the line is not a row's.
+func (j *Journal) append(line []byte, row int) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return j.err
+	}
+	if j.readOnly {
+		return fmt.Errorf("report: journal %s: opened read-only", j.path)
+	}
+	if j.closed {
+		return fmt.Errorf("report: journal %s: closed", j.path)
+	}
+	mine := j.batch
+	if row > 0 {
+		j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
+	}
+	j.pending = append(j.pending, line...)
+	for j.flushed < mine {
+		if j.err != nil {
+			return j.err
+		}
+		if j.writing {
+			j.cond.Wait()
+			continue
+		}
+		j.flushLocked()
+	}
+	return nil
+}
+
+// flushLocked writes and fsyncs the pending batch. It is called with j.mu
+// held and no write in progress, and releases j.mu during the I/O so that
+// other callers can queue the next batch.
+func (j *Journal) flushLocked() {
+	buf, rows, n := j.pending, j.rows, j.batch
+	j.pending, j.rows = j.spareBuf[:0], j.spareRow[:0]
+	j.batch++
+	j.writing = true
+	base := j.size
+	j.mu.Unlock()
+
+	_, err := j.w.Write(buf)
+	if err == nil {
+		err = j.w.Sync()
+	}
+
+	j.mu.Lock()
+	j.writing = false
+	if err != nil {
+		// Sticky: whether the bytes reached the disk is unknown, and
+		// pretending otherwise could send a message twice.
+		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
+	} else {
+		j.size += int64(len(buf))
+		for _, r := range rows {
+			j.idx.set(r.row, base+r.off)
+		}
+		j.flushed = n
+	}
+	// Keep the larger buffers for the next batch but do not pin a huge one.
+	if cap(buf) <= 1<<20 {
+		j.spareBuf, j.spareRow = buf[:0], rows[:0]
+	} else {
+		j.spareBuf, j.spareRow = nil, nil
+	}
+	j.cond.Broadcast()
+}
+
+// Last returns the latest known state of a row from this and earlier runs: a
+// recorded Outcome, or for a row whose last record is a Committing without an
+// outcome, an Outcome with Status InDoubt. ok is false if the row was never
+// touched.
+//
+// If the record cannot be read back from disk, Last returns an InDoubt
+// Outcome whose Error says why (so that the row is not resent), and the
+// journal's sticky error is set so that the next Record stops the run.
+func (j *Journal) Last(row int) (Outcome, bool) {
+	j.mu.Lock()
+	off, ok := j.idx.get(row)
+	j.mu.Unlock()
+	if !ok {
+		return Outcome{}, false
+	}
+	r, err := j.readAt(off)
+	if err == nil && r.Row != row {
+		err = fmt.Errorf("record at offset %d is for row %d", off, r.Row)
+	}
+	if err != nil {
+		err = fmt.Errorf("report: journal %s: row %d: %w", j.path, row, err)
+		j.mu.Lock()
+		if j.err == nil && !j.readOnly {
+			j.err = err
+		}
+		j.mu.Unlock()
+		return Outcome{Row: row, Status: InDoubt, Error: err.Error()}, true
+	}
+	return r.outcome(), true
+}
+
+// readAt decodes the record that starts at off.
+func (j *Journal) readAt(off int64) (*record, error) {
+	br := bufio.NewReaderSize(io.NewSectionReader(j.f, off, 1<<62), 1024)
+	var acc []byte
+	b, err := readLine(br, &acc)
+	if err != nil {
+		return nil, err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ListID returns the list id the journal was written for ("" for an empty
+// journal opened with ReadJournal).
+func (j *Journal) ListID() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.listID
+}
+
+// Len returns the number of rows the journal has a record for.
+func (j *Journal) Len() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.idx.n
+}
+
+// Each calls fn with the last state (as Last returns it) of every row the
+// journal has a record for, in row order, and stops at the first error fn
+// returns, returning it. Rows recorded while Each runs may or may not be
+// seen.
+func (j *Journal) Each(fn func(Outcome) error) error {
+	j.mu.Lock()
+	rows := j.idx.rows()
+	j.mu.Unlock()
+	for _, row := range rows {
+		o, _ := j.Last(row)
+		if err := fn(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close waits for pending records to be written, then closes the file and
+// releases the lock. It returns the journal's sticky error, if any.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	for (j.writing || len(j.pending) > 0) && j.err == nil {
+		if j.writing {
+			j.cond.Wait()
+			continue
+		}
+		j.flushLocked()
+	}
+	err := j.err
+	j.mu.Unlock()
+	if j.w != j.f {
+		j.w.Close()
+	}
+	if cerr := j.f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("report: journal %s: %w", j.path, cerr)
+	}
+	return err
+}
+
+// syncDir fsyncs a directory so that a file created or renamed in it
+// survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("report: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// denseRows bounds the row numbers kept in rowIndex's slice: 8 bytes each, so
+// a list of a million rows costs 8 MB. Larger row numbers go in a map.
+const denseRows = 1 << 24
+
+// rowIndex maps a row number to the offset of its last record in the file.
+type rowIndex struct {
+	dense  []int64 // offset+1 by row; 0 means no record
+	sparse map[int]int64
+	n      int
+}
+
+func (x *rowIndex) set(row int, off int64) {
+	if row < denseRows {
+		if row >= len(x.dense) {
+			x.dense = slices.Grow(x.dense, row+1-len(x.dense))
+			x.dense = x.dense[:cap(x.dense)]
+		}
+		if x.dense[row] == 0 {
+			x.n++
+		}
+		x.dense[row] = off + 1
+		return
+	}
+	if x.sparse == nil {
+		x.sparse = make(map[int]int64)
+	}
+	if _, ok := x.sparse[row]; !ok {
+		x.n++
+	}
+	x.sparse[row] = off
+}
+
+func (x *rowIndex) get(row int) (int64, bool) {
+	if row < 1 {
+		return 0, false
+	}
+	if row < denseRows {
+		if row >= len(x.dense) || x.dense[row] == 0 {
+			return 0, false
+		}
+		return x.dense[row] - 1, true
+	}
+	off, ok := x.sparse[row]
+	return off, ok
+}
+
+// rows returns the indexed row numbers in ascending order.
+func (x *rowIndex) rows() []int {
+	out := make([]int, 0, x.n)
+	for row, v := range x.dense {
+		if v != 0 {
+			out = append(out, row)
+		}
+	}
+	sparse := make([]int, 0, len(x.sparse))
+	for row := range x.sparse {
+		sparse = append(sparse, row)
+	}
+	slices.Sort(sparse)
+	return append(out, sparse...)
+}
