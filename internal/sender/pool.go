@@ -1,0 +1,551 @@
+package sender
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Status is the final disposition of one message.
+type Status string
+
+const (
+	Delivered Status = "delivered" // the final dot got a 2xx
+	Rejected  Status = "rejected"  // a 5xx to MAIL, the first RCPT or the data: final
+	Deferred  Status = "deferred"  // a 4xx every time it was tried
+	Failed    Status = "failed"    // never answered (connections kept failing) or refused locally
+	InDoubt   Status = "in_doubt"  // the final dot went out and no trustworthy reply came back
+)
+
+// Job is one message for the pool.
+type Job struct {
+	ID  int // the caller's name for it (a row number)
+	Msg *Message
+
+	attempts int
+	first    time.Time
+	due      time.Time
+	last     Delivery
+	lastErr  error
+	index    int // in the retry heap
+}
+
+// Result is what became of a Job.
+type Result struct {
+	Job      *Job
+	Status   Status
+	Delivery Delivery // of the last attempt
+	Attempts int
+	Conn     int           // the connection that carried the last attempt
+	Start    time.Time     // when the first attempt began
+	Duration time.Duration // from Start to the final reply
+	Err      error         // why it was not delivered; nil when delivered
+}
+
+// PoolConfig configures a Pool. Fields left zero take the default noted.
+type PoolConfig struct {
+	// Dial says how to reach the server.
+	Dial Config
+	// Workers is the number of connections, each owned by one worker for
+	// its life (default 4).
+	Workers int
+	// Limiter, shared by all workers, is waited on before every attempt.
+	// nil means no limit.
+	Limiter *rate.Limiter
+	// Retries is how many more times a message is tried after a 4xx or a
+	// connection that failed before its final dot. 0 means never.
+	Retries int
+	// RetryWait is the first back-off after a 4xx, doubled on each retry
+	// (default 30s); RetryMaxWait caps it (default 5m). Redials back off the
+	// same way from RetryWait/10.
+	RetryWait    time.Duration
+	RetryMaxWait time.Duration
+	// MaxPerConnection closes a connection with QUIT after that many
+	// messages and dials a fresh one (0: no limit).
+	MaxPerConnection int
+	// MaxErrors stops the run after that many connection failures in a
+	// row, across all workers (default 10).
+	MaxErrors int
+	// Commit is called just before a message's final dot; if it returns an
+	// error the message is abandoned and the run stops.
+	Commit func(j *Job, attempt int) error
+	// Done is called once per Job with its final Result, from the worker
+	// that finished it, before that worker takes another message. An
+	// error stops the run.
+	Done func(Result) error
+	// Logf reports connection events to the operator (nil: silent).
+	Logf func(format string, args ...any)
+}
+
+// BreakerError stops a run after too many connection failures in a row.
+type BreakerError struct {
+	Failures int
+	Last     error
+}
+
+func (e *BreakerError) Error() string {
+	return fmt.Sprintf("sender: stopped after %d connection failures in a row; last: %v", e.Failures, e.Last)
+}
+
+func (e *BreakerError) Unwrap() error { return e.Last }
+
+// Pool delivers jobs over long-lived connections.
+type Pool struct {
+	cfg         PoolConfig
+	sched       scheduler
+	conns       atomic.Int64 // connections dialled so far: the next id
+	live        atomic.Int64 // connections open now
+	consecutive atomic.Int64 // connection failures since the last answer
+
+	stopOnce sync.Once
+	stopErr  error
+	stop     context.CancelFunc
+}
+
+// NewPool returns a pool; Run starts it.
+func NewPool(cfg PoolConfig) *Pool {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = 30 * time.Second
+	}
+	if cfg.RetryMaxWait <= 0 {
+		cfg.RetryMaxWait = 5 * time.Minute
+	}
+	if cfg.RetryMaxWait < cfg.RetryWait {
+		cfg.RetryWait = cfg.RetryMaxWait
+	}
+	if cfg.MaxErrors <= 0 {
+		cfg.MaxErrors = 10
+	}
+	if cfg.Commit == nil {
+		cfg.Commit = func(*Job, int) error { return nil }
+	}
+	if cfg.Done == nil {
+		cfg.Done = func(Result) error { return nil }
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	return &Pool{cfg: cfg}
+}
+
+// Run delivers every job received from jobs until jobs is closed and every
+// retry is settled. Cancelling ctx stops it taking new jobs and retries;
+// messages already on the wire finish (their commands have deadlines).
+// Jobs taken and not finished are not reported to Done, so the caller sees
+// them as not attempted. Run returns nil, ctx's error, a *BreakerError, an
+// *AuthError, or the error of Commit or Done.
+func (p *Pool) Run(ctx context.Context, jobs <-chan *Job) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.stop = cancel
+	p.sched.init(jobs)
+
+	var wg sync.WaitGroup
+	for i := 0; i < p.cfg.Workers; i++ {
+		wg.Go(func() { p.work(runCtx) })
+	}
+	wg.Wait()
+
+	if p.stopErr == nil && ctx.Err() == nil {
+		return nil
+	}
+	// Messages waiting for a retry when the run stopped keep the answer
+	// they last had. After a journal or AUTH failure nothing more is
+	// recorded.
+	var be *BreakerError
+	if p.stopErr == nil || errors.As(p.stopErr, &be) {
+		for _, j := range p.sched.drain() {
+			if j.attempts == 0 {
+				continue
+			}
+			status := Failed
+			var re *ReplyError
+			if errors.As(j.lastErr, &re) && re.Reply.Temporary() && re.Reply.Code != 421 {
+				status = Deferred
+			}
+			reason := fmt.Errorf("run stopped before retry: %w", j.lastErr)
+			if err := p.cfg.Done(p.result(j, status, 0, reason)); err != nil {
+				p.fail(err)
+				break
+			}
+		}
+	}
+	if p.stopErr != nil {
+		return p.stopErr
+	}
+	return ctx.Err()
+}
+
+// fail records the first reason to stop and stops intake.
+func (p *Pool) fail(err error) {
+	p.stopOnce.Do(func() {
+		p.stopErr = err
+		p.stop()
+	})
+}
+
+func (p *Pool) work(ctx context.Context) {
+	var c *Client
+	defer func() {
+		if c != nil {
+			c.Quit()
+			p.live.Add(-1)
+		}
+	}()
+	backoff := time.Duration(0)
+	for {
+		j := p.sched.next(ctx)
+		if j == nil {
+			return
+		}
+		// Get a usable connection for this job.
+		for c == nil || c.Broken() != nil || (p.cfg.MaxPerConnection > 0 && c.Transactions() >= p.cfg.MaxPerConnection) {
+			if c != nil {
+				c.Quit()
+				p.live.Add(-1)
+				c = nil
+			}
+			if !sleep(ctx, backoff) {
+				p.sched.abandon(j)
+				return
+			}
+			id := int(p.conns.Add(1))
+			nc, err := Dial(ctx, p.cfg.Dial, id)
+			if err == nil {
+				c = nc
+				p.live.Add(1)
+				backoff = 0
+				break
+			}
+			if ctx.Err() != nil {
+				p.sched.abandon(j)
+				return
+			}
+			var ae *AuthError
+			if errors.As(err, &ae) || errors.Is(err, ErrAuthInsecure) || errors.Is(err, ErrNoTLS) {
+				p.fail(err)
+				p.sched.abandon(j)
+				return
+			}
+			var re *ReplyError
+			if errors.As(err, &re) && re.Command == "greeting" && p.live.Load() > 0 {
+				// The server takes no more connections than it has: go on
+				// with those (HAZARDS 37).
+				p.cfg.Logf("connection %d refused at greeting (%s); going on with the open connections", id, re.Reply)
+				p.sched.giveBack(j)
+				return
+			}
+			p.cfg.Logf("connection %d: %v", id, err)
+			if p.connFailed(err) {
+				p.sched.abandon(j)
+				return
+			}
+			backoff = p.backoff(backoff, p.cfg.RetryWait/10)
+		}
+		if err := p.wait(ctx); err != nil {
+			p.sched.abandon(j)
+			return
+		}
+		if !p.attempt(ctx, c, j) {
+			return
+		}
+	}
+}
+
+// attempt sends j once on c and settles it: reported, queued for retry,
+// or (on a fatal error) abandoned. It returns false when the worker must
+// stop.
+func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) bool {
+	j.attempts++
+	if j.first.IsZero() {
+		j.first = time.Now()
+	}
+	attempt := j.attempts
+	// A message on the wire finishes even when the run is being stopped:
+	// its commands have their own deadlines.
+	d, err := c.Send(context.WithoutCancel(ctx), j.Msg, func() error { return p.cfg.Commit(j, attempt) })
+	j.last, j.lastErr = d, err
+
+	var ce *CommitError
+	var le *LocalError
+	switch {
+	case errors.As(err, &ce):
+		p.fail(err)
+		p.sched.abandon(j)
+		return false
+	case errors.As(err, &le):
+		return p.finish(j, Failed, c.ID(), err)
+	case err != nil && d.Committed && d.Data.Code != 421:
+		// The data went out and no reply we can trust came back: it may
+		// have been delivered. Never retried automatically.
+		p.connFailed(err)
+		return p.finish(j, InDoubt, c.ID(), fmt.Errorf("connection failed after the final dot, delivery unknown: %w", err))
+	case err != nil:
+		stopped := p.connFailed(err)
+		if stopped || j.attempts > p.cfg.Retries {
+			return p.finish(j, Failed, c.ID(), err)
+		}
+		// Not delivered: try again at once on a new connection.
+		p.sched.retry(j, time.Now())
+		return true
+	}
+	p.consecutive.Store(0)
+	status, reason := classify(d)
+	j.lastErr = reason
+	if status == Deferred && j.attempts <= p.cfg.Retries && ctx.Err() == nil {
+		wait := p.cfg.RetryWait << (j.attempts - 1)
+		if wait > p.cfg.RetryMaxWait || wait <= 0 {
+			wait = p.cfg.RetryMaxWait
+		}
+		p.sched.retry(j, time.Now().Add(wait))
+		return true
+	}
+	return p.finish(j, status, c.ID(), reason)
+}
+
+// classify reads the status from the replies of a transaction the server
+// answered in full. Only the first recipient decides: it is the row's.
+func classify(d Delivery) (Status, error) {
+	decisive := []struct {
+		name string
+		r    Reply
+	}{{"MAIL FROM", d.Mail}, {"RCPT TO", d.Rcpt[0]}, {"end of data", d.Data}}
+	for _, s := range decisive {
+		switch {
+		case s.r.Permanent():
+			return Rejected, &ReplyError{Command: s.name, Reply: s.r}
+		case s.r.Temporary():
+			return Deferred, &ReplyError{Command: s.name, Reply: s.r}
+		}
+	}
+	if d.Data.Code/100 == 2 {
+		var extra []string
+		for i, r := range d.Rcpt[1:] {
+			if !r.Positive() {
+				extra = append(extra, fmt.Sprintf("recipient %d refused: %s", i+2, r))
+			}
+		}
+		if len(extra) > 0 {
+			return Delivered, fmt.Errorf("%v", extra)
+		}
+		return Delivered, nil
+	}
+	return Failed, fmt.Errorf("sender: transaction ended without a reply to the data")
+}
+
+func (p *Pool) finish(j *Job, s Status, conn int, reason error) bool {
+	if err := p.cfg.Done(p.result(j, s, conn, reason)); err != nil {
+		p.fail(err)
+		p.sched.abandon(j)
+		return false
+	}
+	p.sched.finished(j)
+	return true
+}
+
+func (p *Pool) result(j *Job, s Status, conn int, reason error) Result {
+	return Result{
+		Job:      j,
+		Status:   s,
+		Delivery: j.last,
+		Attempts: j.attempts,
+		Conn:     conn,
+		Start:    j.first,
+		Duration: time.Since(j.first),
+		Err:      reason,
+	}
+}
+
+// connFailed counts a connection-level failure and trips the breaker; it
+// reports whether the run is stopping.
+func (p *Pool) connFailed(err error) bool {
+	n := p.consecutive.Add(1)
+	if n >= int64(p.cfg.MaxErrors) {
+		p.fail(&BreakerError{Failures: int(n), Last: err})
+		return true
+	}
+	return false
+}
+
+func (p *Pool) backoff(prev, first time.Duration) time.Duration {
+	if first <= 0 {
+		first = time.Millisecond
+	}
+	if prev == 0 {
+		return first
+	}
+	return min(prev*2, p.cfg.RetryMaxWait)
+}
+
+func (p *Pool) wait(ctx context.Context) error {
+	if p.cfg.Limiter == nil {
+		return ctx.Err()
+	}
+	return p.cfg.Limiter.Wait(ctx)
+}
+
+// sleep waits d or until ctx ends; it reports whether to go on.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// scheduler hands jobs to workers: retries that are due first, then new
+// jobs from the caller's channel. It knows when everything is settled.
+type scheduler struct {
+	mu       sync.Mutex
+	jobs     <-chan *Job
+	closed   bool
+	retries  retryHeap
+	inflight int
+	changed  chan struct{}
+}
+
+func (s *scheduler) init(jobs <-chan *Job) {
+	s.jobs = jobs
+	s.changed = make(chan struct{})
+}
+
+// notify wakes every worker waiting in next; call with mu held.
+func (s *scheduler) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// next returns the next job to try, or nil when there is none left or ctx
+// ended.
+func (s *scheduler) next(ctx context.Context) *Job {
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.mu.Lock()
+		now := time.Now()
+		if len(s.retries) > 0 && !s.retries[0].due.After(now) {
+			j := heap.Pop(&s.retries).(*Job)
+			s.inflight++
+			s.mu.Unlock()
+			return j
+		}
+		if s.closed && len(s.retries) == 0 && s.inflight == 0 {
+			s.mu.Unlock()
+			return nil
+		}
+		var timer *time.Timer
+		var due <-chan time.Time
+		if len(s.retries) > 0 {
+			timer = time.NewTimer(s.retries[0].due.Sub(now))
+			due = timer.C
+		}
+		jobs := s.jobs
+		if s.closed {
+			jobs = nil
+		}
+		changed := s.changed
+		s.mu.Unlock()
+
+		var got *Job
+		select {
+		case j, ok := <-jobs:
+			s.mu.Lock()
+			if ok {
+				s.inflight++
+				got = j
+			} else if !s.closed {
+				s.closed = true
+				s.notify()
+			}
+			s.mu.Unlock()
+		case <-due:
+		case <-changed:
+		case <-ctx.Done():
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if got != nil {
+			return got
+		}
+	}
+}
+
+// finished settles a job.
+func (s *scheduler) finished(*Job) {
+	s.mu.Lock()
+	s.inflight--
+	s.notify()
+	s.mu.Unlock()
+}
+
+// abandon lets go of a job because the run is stopping. One that was
+// tried before goes back to the retry queue, so the run reports its last
+// answer instead of losing it.
+func (s *scheduler) abandon(j *Job) {
+	if j.attempts > 0 {
+		s.retry(j, time.Now())
+		return
+	}
+	s.finished(j)
+}
+
+// retry puts a job back to be tried at due.
+func (s *scheduler) retry(j *Job, due time.Time) {
+	s.mu.Lock()
+	s.inflight--
+	j.due = due
+	heap.Push(&s.retries, j)
+	s.notify()
+	s.mu.Unlock()
+}
+
+// giveBack returns an untried job for another worker, now.
+func (s *scheduler) giveBack(j *Job) { s.retry(j, time.Now()) }
+
+// drain removes and returns the jobs still waiting for a retry.
+func (s *scheduler) drain() []*Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Job, len(s.retries))
+	copy(out, s.retries)
+	s.retries = nil
+	return out
+}
+
+// retryHeap orders jobs by when they are due.
+type retryHeap []*Job
+
+func (h retryHeap) Len() int           { return len(h) }
+func (h retryHeap) Less(i, k int) bool { return h[i].due.Before(h[k].due) }
+func (h retryHeap) Swap(i, k int) {
+	h[i], h[k] = h[k], h[i]
+	h[i].index, h[k].index = i, k
+}
+func (h *retryHeap) Push(x any) {
+	j := x.(*Job)
+	j.index = len(*h)
+	*h = append(*h, j)
+}
+func (h *retryHeap) Pop() any {
+	old := *h
+	j := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return j
+}
