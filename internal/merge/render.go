@@ -1,0 +1,589 @@
+package merge
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"mime"
+	"mime/multipart"
+	"net/mail"
+	"net/textproto"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// maxAttachment bounds one attachment; the whole message is built in memory.
+const maxAttachment = 32 << 20
+
+// Message is one rendered message, ready for the sender.
+type Message struct {
+	From      string   // envelope sender (MAIL FROM), bare addr-spec
+	To        []string // envelope recipients: the row's address, then Cc and Bcc addresses, deduplicated
+	MessageID string   // as in the header, with angle brackets
+	UTF8      bool     // the envelope or headers need SMTPUTF8 (a non-ASCII local part)
+	Data      []byte   // the RFC 5322 message: CRLF line ends only, lines ≤ 998 octets, no NUL, no Bcc header
+}
+
+// field is one finished header, value already encoded but not folded.
+type field struct{ name, value string }
+
+// Render builds the complete message for one row in memory. A problem with
+// the row (a line break in a header value, a bad address, a failed template
+// action, a missing attachment) is returned as a *RowError naming the list
+// file, rec.Row and the column where known. Bind must have succeeded first.
+func (t *Template) Render(rec Recipient) (*Message, error) {
+	if !t.bound {
+		return nil, fmt.Errorf("merge: %s: Render before Bind", t.name)
+	}
+	rowErr := func(col string, err error) error {
+		return &RowError{File: t.listFile, Row: rec.Row, Column: col, Err: err}
+	}
+	data := t.data(rec.Values)
+	msg := &Message{}
+	var fields []field
+	var envTo []string
+	seenTo := map[string]bool{}
+	addTo := func(a string) {
+		if k := AddressKey(a); !seenTo[k] {
+			seenTo[k] = true
+			envTo = append(envTo, a)
+		}
+	}
+	if rec.Address == "" {
+		return nil, rowErr("", wrapf(ErrNotAddress, "no envelope address"))
+	}
+	addTo(rec.Address)
+	utf8 := rec.UTF8
+	var fromAddr, senderAddr string
+	hasTo, hasDate, hasID := false, false, false
+	for _, h := range t.headers {
+		var buf bytes.Buffer
+		if err := h.tmpl.Execute(&buf, data); err != nil {
+			return nil, rowErr("", wrapf(ErrRender, "header %s: %v", h.name, err))
+		}
+		v := buf.String()
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return nil, rowErr(t.culprit(h.cols, rec.Values), wrapf(ErrHeaderInjection, "header %s", h.name))
+		}
+		v = strings.Trim(v, " \t")
+		switch {
+		case addressHeader[h.key]:
+			addrs, err := t.parseAddresses(h, v, data)
+			if err != nil {
+				return nil, rowErr(t.culprit(h.cols, nil), err)
+			}
+			if len(addrs) == 0 {
+				if h.key == "from" {
+					return nil, rowErr("", wrapf(ErrNotAddress, "header From is empty"))
+				}
+				continue
+			}
+			parts := make([]string, len(addrs))
+			for i, a := range addrs {
+				parts[i] = formatAddress(a.Name, a.Address)
+				if hasNonASCII(a.Address[:strings.LastIndexByte(a.Address, '@')]) {
+					utf8 = true
+				}
+			}
+			switch h.key {
+			case "from":
+				fromAddr = addrs[0].Address
+			case "sender":
+				senderAddr = addrs[0].Address
+			case "to":
+				hasTo = true
+			case "cc", "bcc":
+				for _, a := range addrs {
+					addTo(a.Address)
+				}
+			}
+			if h.key == "bcc" {
+				continue
+			}
+			fields = append(fields, field{h.name, strings.Join(parts, ", ")})
+		case h.key == "date":
+			if v == "" {
+				continue
+			}
+			d, err := mail.ParseDate(v)
+			if err != nil {
+				return nil, rowErr("", wrapf(ErrRender, "header Date: %v", err))
+			}
+			hasDate = true
+			fields = append(fields, field{h.name, d.Format(time.RFC1123Z)})
+		case h.key == "message-id":
+			if v == "" {
+				continue
+			}
+			if !validMsgID(v) {
+				return nil, rowErr("", wrapf(ErrRender, "header Message-ID: not <id@host>: %q", v))
+			}
+			hasID = true
+			msg.MessageID = v
+			fields = append(fields, field{h.name, v})
+		default:
+			if v == "" {
+				continue
+			}
+			fields = append(fields, field{h.name, encodeUnstructured(v)})
+		}
+	}
+	if !hasTo {
+		fields = append(fields, field{"To", rec.Address})
+	}
+	if !hasDate {
+		now := time.Now
+		if t.opts.Now != nil {
+			now = t.opts.Now
+		}
+		fields = append(fields, field{"Date", now().Format(time.RFC1123Z)})
+	}
+	if !hasID {
+		id := ""
+		if t.opts.MessageID != nil {
+			id = t.opts.MessageID(rec.Row)
+		} else {
+			id = randomMsgID()
+		}
+		if !validMsgID(id) {
+			return nil, rowErr("", wrapf(ErrRender, "Message-ID: not <id@host>: %q", id))
+		}
+		msg.MessageID = id
+		fields = append(fields, field{"Message-ID", id})
+	}
+	if t.unsub != nil {
+		var buf bytes.Buffer
+		if err := t.unsub.Execute(&buf, data); err != nil {
+			return nil, rowErr("", wrapf(ErrRender, "unsubscribe: %v", err))
+		}
+		u := strings.TrimSpace(buf.String())
+		if strings.ContainsAny(u, "\r\n\x00") {
+			return nil, rowErr(t.culprit(treeColumns(t.unsub.Tree), rec.Values), wrapf(ErrHeaderInjection, "unsubscribe URL"))
+		}
+		https, err := checkUnsubscribe(u)
+		if err != nil {
+			return nil, rowErr("", wrapf(ErrRender, "unsubscribe URL %q: %v", u, err))
+		}
+		fields = append(fields, field{"List-Unsubscribe", "<" + u + ">"})
+		if https {
+			fields = append(fields, field{"List-Unsubscribe-Post", "List-Unsubscribe=One-Click"})
+		}
+	}
+	switch {
+	case t.envFrom != "":
+		msg.From = t.envFrom
+		utf8 = utf8 || t.envFromUTF8
+	case senderAddr != "":
+		msg.From = senderAddr
+	default:
+		msg.From = fromAddr
+	}
+	msg.To = envTo
+	msg.UTF8 = utf8
+
+	// The body.
+	var text bytes.Buffer
+	if err := t.body.Execute(&text, data); err != nil {
+		return nil, rowErr("", wrapf(ErrRender, "body: %v", err))
+	}
+	body := newPart("text/plain; charset=utf-8", text.Bytes())
+	if t.html != nil {
+		var html bytes.Buffer
+		if err := t.html.Execute(&html, data); err != nil {
+			return nil, rowErr("", wrapf(ErrRender, "html: %v", err))
+		}
+		body = multipartOf("multipart/alternative", []part{body, newPart("text/html; charset=utf-8", html.Bytes())})
+	}
+	if t.attachIdx >= 0 {
+		atts, err := t.attachments(rec.Values[t.attachIdx])
+		if err != nil {
+			return nil, rowErr(t.header[t.attachIdx], err)
+		}
+		if len(atts) > 0 {
+			body = multipartOf("multipart/mixed", append([]part{body}, atts...))
+		}
+	}
+
+	var out bytes.Buffer
+	for _, f := range fields {
+		writeField(&out, f.name, f.value)
+	}
+	writeField(&out, "MIME-Version", "1.0")
+	writeField(&out, "Content-Type", body.contentType)
+	if body.cte != "" {
+		writeField(&out, "Content-Transfer-Encoding", body.cte)
+	}
+	out.WriteString("\r\n")
+	out.Write(body.data)
+	msg.Data = out.Bytes()
+	return msg, nil
+}
+
+// data builds the template's dot: every header column under its own name,
+// and every column the template uses under the template's spelling.
+func (t *Template) data(values []string) map[string]string {
+	m := make(map[string]string, len(t.header)+len(t.alias))
+	for i, h := range t.header {
+		if _, ok := m[h]; !ok && i < len(values) {
+			m[h] = values[i]
+		}
+	}
+	for name, i := range t.alias {
+		if i < len(values) {
+			m[name] = values[i]
+		} else {
+			m[name] = ""
+		}
+	}
+	return m
+}
+
+// culprit names the first of cols whose value has a line break or NUL, so the
+// operator knows which cell to fix; with values nil it names the first column.
+func (t *Template) culprit(cols []string, values []string) string {
+	for _, c := range cols {
+		i, ok := t.alias[c]
+		if !ok {
+			continue
+		}
+		if values == nil {
+			return t.header[i]
+		}
+		if i < len(values) && strings.ContainsAny(values[i], "\r\n\x00") {
+			return t.header[i]
+		}
+	}
+	return ""
+}
+
+// parseAddresses parses a rendered address header and normalises every
+// address. To keep a row's data from adding recipients (a display name of
+// "x@evil.example, Bob"), the header is also rendered with each value
+// replaced by a neutral stand-in, and the two must hold as many addresses.
+func (t *Template) parseAddresses(h headerPart, v string, data map[string]string) ([]*mail.Address, error) {
+	want := -1
+	stand := make(map[string]string, len(data))
+	for k, val := range data {
+		stand[k] = standIn(val)
+	}
+	var buf bytes.Buffer
+	if err := h.tmpl.Execute(&buf, stand); err == nil {
+		if s := strings.TrimSpace(buf.String()); s == "" {
+			want = 0
+		} else if l, err := mail.ParseAddressList(s); err == nil {
+			want = len(l)
+		}
+	}
+	if v == "" {
+		if want > 0 {
+			return nil, wrapf(ErrNotAddress, "header %s is empty", h.name)
+		}
+		return nil, nil
+	}
+	list, err := mail.ParseAddressList(v)
+	if err != nil && want == 1 {
+		// A display name with a comma or quote in it, written as
+		// `{{.name}} <{{.email}}>`: take everything before the last '<' as
+		// the name.
+		if i := strings.LastIndexByte(v, '<'); i >= 0 && strings.HasSuffix(v, ">") {
+			name := strings.TrimSpace(v[:i])
+			if un, ok := unquote(name); ok {
+				name = un
+			}
+			list, err = []*mail.Address{{Name: name, Address: v[i+1 : len(v)-1]}}, nil
+		}
+	}
+	if err != nil {
+		return nil, wrapf(ErrNotAddress, "header %s: %q: %v", h.name, v, err)
+	}
+	if want >= 0 && len(list) != want {
+		return nil, wrapf(ErrHeaderInjection, "header %s: a value changes the address list (%d addresses, template gives %d)", h.name, len(list), want)
+	}
+	for _, a := range list {
+		raw := a.Address
+		// net/mail hands back `"a b"@x` as `a b@x`; quote it again.
+		if at := strings.LastIndexByte(raw, '@'); at > 0 && !isDotAtom(raw[:at]) && !strings.HasPrefix(raw, "\"") {
+			raw = quoteLocal(raw[:at]) + raw[at:]
+		}
+		n, _, err := normalizeAddress(raw)
+		if err != nil {
+			return nil, fmt.Errorf("header %s: %w", h.name, err)
+		}
+		a.Address = n
+		if strings.ContainsAny(a.Name, "\r\n\x00") {
+			return nil, wrapf(ErrHeaderInjection, "header %s", h.name)
+		}
+	}
+	return list, nil
+}
+
+// standIn replaces a value by something with the same address-list shape: n
+// placeholder addresses if it is a list of n addresses, else a plain word.
+func standIn(v string) string {
+	if strings.TrimSpace(v) == "" {
+		return ""
+	}
+	if l, err := mail.ParseAddressList(v); err == nil && len(l) > 0 {
+		ps := make([]string, len(l))
+		for i := range ps {
+			ps[i] = fmt.Sprintf("p%d@placeholder.invalid", i)
+		}
+		return strings.Join(ps, ", ")
+	}
+	return "Name"
+}
+
+func validMsgID(id string) bool {
+	if len(id) < 5 || len(id) > 250 || id[0] != '<' || id[len(id)-1] != '>' {
+		return false
+	}
+	l, r, ok := strings.Cut(id[1:len(id)-1], "@")
+	return ok && l != "" && r != "" && !strings.ContainsAny(l+r, "<>@ \t\r\n\x00\"\\()[],;:") && !hasNonASCII(l+r)
+}
+
+func randomMsgID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	host, _ := os.Hostname()
+	host = strings.ToLower(host)
+	if host == "" || !isDotAtom(host) || hasNonASCII(host) {
+		host = "localhost"
+	}
+	return "<" + hex.EncodeToString(b[:]) + "@" + host + ">"
+}
+
+// checkUnsubscribe accepts an https, http or mailto URL made only of
+// characters a URL may hold, and reports whether it is https.
+func checkUnsubscribe(u string) (https bool, err error) {
+	if u == "" {
+		return false, errors.New("empty")
+	}
+	if len(u) > 900 {
+		return false, errors.New("too long")
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`<>"\{}|^`+"`", c) >= 0 {
+			return false, fmt.Errorf("character %q not allowed (use urlquery)", c)
+		}
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return false, err
+	}
+	switch strings.ToLower(p.Scheme) {
+	case "https":
+		return true, nil
+	case "http", "mailto":
+		return false, nil
+	}
+	return false, errors.New("want an https or mailto URL")
+}
+
+// formatAddress writes name and address as an RFC 5322 mailbox; a non-ASCII
+// name is RFC 2047 B-encoded, whose alphabet cannot clash with address-list
+// punctuation as Q-encoding's can.
+func formatAddress(name, addr string) string {
+	name = strings.Join(strings.Fields(name), " ")
+	if name == "" {
+		return addr
+	}
+	return encodePhrase(name) + " <" + addr + ">"
+}
+
+func encodePhrase(s string) string {
+	if needsEncoding(s) || longestWord(s) > 900 {
+		return encodeWordsB(s)
+	}
+	atoms := true
+	for i := 0; i < len(s); i++ {
+		if s[i] != ' ' && !isAtext(s[i]) {
+			atoms = false
+			break
+		}
+	}
+	if atoms {
+		return s
+	}
+	return quoteLocal(s)
+}
+
+func needsEncoding(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if (s[i] < ' ' && s[i] != '\t') || s[i] >= 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+func longestWord(s string) int {
+	n := 0
+	for _, w := range strings.Fields(s) {
+		n = max(n, len(w))
+	}
+	return n
+}
+
+// encodeUnstructured encodes a Subject-like value: RFC 2047 if it has
+// non-ASCII or control characters (the shorter of Q and B), and also if a
+// single word is too long to fold under 998 octets.
+func encodeUnstructured(s string) string {
+	if needsEncoding(s) {
+		q, b := mime.QEncoding.Encode("utf-8", s), mime.BEncoding.Encode("utf-8", s)
+		if len(b) < len(q) {
+			return b
+		}
+		return q
+	}
+	if longestWord(s) > 900 {
+		return encodeWordsB(s)
+	}
+	return s
+}
+
+// encodeWordsB always encodes s as B encoded-words of at most 75 octets,
+// split on UTF-8 boundaries (mime's encoder skips plain ASCII).
+func encodeWordsB(s string) string {
+	const chunk = 45 // 60 base64 characters + "=?utf-8?b?" + "?=" = 72
+	var words []string
+	for len(s) > 0 {
+		n := min(chunk, len(s))
+		for n < len(s) && n > 1 && s[n]&0xC0 == 0x80 {
+			n--
+		}
+		words = append(words, "=?utf-8?b?"+base64.StdEncoding.EncodeToString([]byte(s[:n]))+"?=")
+		s = s[n:]
+	}
+	return strings.Join(words, " ")
+}
+
+// writeField folds "name: value" at spaces to lines of 78 octets where it
+// can. Values are ASCII after encoding except for UTF-8 local parts, and no
+// word is longer than about 900 octets, so no line passes 998.
+func writeField(w *bytes.Buffer, name, value string) {
+	w.WriteString(name)
+	w.WriteString(":")
+	n := len(name) + 1
+	for i, word := range strings.Fields(value) {
+		if i > 0 && n+1+len(word) > 78 {
+			w.WriteString("\r\n")
+			n = 0
+		}
+		w.WriteByte(' ')
+		w.WriteString(word)
+		n += 1 + len(word)
+	}
+	w.WriteString("\r\n")
+}
+
+// part is a MIME entity: its Content-Type, its transfer encoding and its
+// encoded content (CRLF line ends).
+type part struct {
+	contentType string
+	cte         string
+	extra       textproto.MIMEHeader
+	data        []byte
+}
+
+func newPart(contentType string, raw []byte) part {
+	cte, data := encodeBody(normalizeText(raw))
+	return part{contentType: contentType, cte: cte, data: data}
+}
+
+// multipartOf wraps parts in a multipart entity with a random boundary.
+func multipartOf(kind string, parts []part) part {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, p := range parts {
+		h := textproto.MIMEHeader{"Content-Type": {p.contentType}}
+		if p.cte != "" {
+			h.Set("Content-Transfer-Encoding", p.cte)
+		}
+		for k, v := range p.extra {
+			h[k] = v
+		}
+		w, _ := mw.CreatePart(h)
+		w.Write(p.data)
+	}
+	mw.Close()
+	return part{
+		contentType: mime.FormatMediaType(kind, map[string]string{"boundary": mw.Boundary()}),
+		data:        buf.Bytes(),
+	}
+}
+
+// attachments reads the files named in cell, separated by ';', from the
+// list's folder. os.Root keeps a row from naming a file outside it.
+func (t *Template) attachments(cell string) ([]part, error) {
+	var parts []part
+	var root *os.Root
+	defer func() {
+		if root != nil {
+			root.Close()
+		}
+	}()
+	for _, name := range strings.Split(cell, ";") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if root == nil {
+			r, err := os.OpenRoot(t.listDir)
+			if err != nil {
+				return nil, wrapf(ErrAttachment, "%v", err)
+			}
+			root = r
+		}
+		f, err := root.Open(filepath.FromSlash(name))
+		if err != nil {
+			return nil, wrapf(ErrAttachment, "%q: %v", name, err)
+		}
+		var buf bytes.Buffer
+		_, err = buf.ReadFrom(&limitReader{f, maxAttachment})
+		f.Close()
+		if err != nil {
+			return nil, wrapf(ErrAttachment, "%q: %v", name, err)
+		}
+		base := filepath.Base(filepath.FromSlash(name))
+		ct := mime.TypeByExtension(filepath.Ext(base))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil {
+			mt, params = "application/octet-stream", map[string]string{}
+		}
+		params["name"] = base
+		parts = append(parts, part{
+			contentType: mime.FormatMediaType(mt, params),
+			cte:         "base64",
+			extra: textproto.MIMEHeader{
+				"Content-Disposition": {mime.FormatMediaType("attachment", map[string]string{"filename": base})},
+			},
+			data: base64Lines(buf.Bytes()),
+		})
+	}
+	return parts, nil
+}
+
+// limitReader fails, rather than truncates, past n bytes.
+type limitReader struct {
+	f interface{ Read([]byte) (int, error) }
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.f.Read(p)
+	l.n -= int64(n)
+	if l.n < 0 {
+		return n, fmt.Errorf("larger than %d MiB", maxAttachment>>20)
+	}
+	return n, err
+}
