@@ -1,0 +1,454 @@
+package report
+
+import (
+	"encoding/csv"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xuri/excelize/v2"
+)
+
+// hostile holds values that must come back exactly as written from an XLSX
+// and never be evaluated as formulas.
+var hostile = []string{
+	`=HYPERLINK("http://x","click")`,
+	"+1",
+	"-2",
+	"@SUM(A1)",
+	"\t=1",
+	"\r=1",
+	"=1+1",
+	"_x0041_", // excelize's own escape syntax must stay literal too
+	" padded ",
+	"multi\nline",
+}
+
+func sampleRows() []struct {
+	o      Outcome
+	values []string
+} {
+	start := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	return []struct {
+		o      Outcome
+		values []string
+	}{
+		{Outcome{Row: 2, Email: "ann@example.org", Status: Delivered, Rcpt: Reply{250, "2.1.5", "ok"}, Data: Reply{250, "2.0.0", "queued as ABC\nbye"}, Attempts: 1, MessageID: "<1@x>", Start: start, Duration: time.Second}, []string{"Ann", "=cmd|' /C calc'!A0"}},
+		{Outcome{Row: 3, Email: "bob@Example.org", Status: Rejected, Rcpt: Reply{550, "5.1.1", "=no such user"}, Attempts: 1, Error: "rejected", Start: start.Add(time.Second), Duration: time.Second}, []string{"Bob", "+44"}},
+		{Outcome{Row: 5, Email: "not an address", Status: Invalid, Error: `merge: row 5: column "email": not an address`}, []string{"-", "@x"}},
+		{Outcome{Row: 6, Email: "cy@other.test", Status: Deferred, Rcpt: Reply{451, "4.7.1", "greylisted"}, Attempts: 3, Start: start.Add(2 * time.Second), Duration: 3 * time.Second}, []string{"Cy"}},
+	}
+}
+
+func want(o Outcome, values []string) []string {
+	c := func(n int) string {
+		if n == 0 {
+			return ""
+		}
+		return fmt.Sprint(n)
+	}
+	return append([]string{fmt.Sprint(o.Row), o.Email, string(o.Status),
+		c(o.Rcpt.Code), o.Rcpt.Enhanced, o.Rcpt.Text,
+		c(o.Data.Code), o.Data.Enhanced, o.Data.Text,
+		fmt.Sprint(o.Attempts), o.MessageID, o.Error}, values...)
+}
+
+// readXLSX returns the cell values of every sheet of an XLSX file, failing
+// the test if any cell holds a formula.
+func readXLSX(t *testing.T, path string) map[string][][]string {
+	t.Helper()
+	f, err := excelize.OpenFile(path)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer f.Close()
+	out := map[string][][]string{}
+	for _, sh := range f.GetSheetList() {
+		rows, err := f.GetRows(sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, row := range rows {
+			for j := range row {
+				cell, _ := excelize.CoordinatesToCellName(j+1, i+1)
+				if fm, _ := f.GetCellFormula(sh, cell); fm != "" {
+					t.Errorf("%s!%s: formula %q", sh, cell, fm)
+				}
+			}
+		}
+		out[sh] = rows
+	}
+	return out
+}
+
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	cr := csv.NewReader(fh)
+	cr.FieldsPerRecord = -1
+	recs, err := cr.ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// trimRow drops trailing empty cells, as excelize's GetRows does.
+func trimRow(r []string) []string {
+	for len(r) > 0 && r[len(r)-1] == "" {
+		r = r[:len(r)-1]
+	}
+	return r
+}
+
+func writeResult(t *testing.T, path string, header []string, rows []struct {
+	o      Outcome
+	values []string
+}) {
+	t.Helper()
+	r, err := CreateResult(path, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows {
+		if err := r.Write(row.o, row.values); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResultRoundTrip(t *testing.T) {
+	header := []string{"name", "note"}
+	rows := sampleRows()
+	for _, ext := range []string{"xlsx", "csv", "XLSX"} {
+		t.Run(ext, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "result."+ext)
+			writeResult(t, path, header, rows)
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode().Perm(); got != 0o600 {
+				t.Errorf("mode = %v, want 0600", got)
+			}
+			var got [][]string
+			if ext == "csv" {
+				got = readCSV(t, path)
+			} else {
+				got = readXLSX(t, path)[ResultSheet]
+			}
+			wantRows := [][]string{append(append([]string{}, FixedColumns...), header...)}
+			for _, row := range rows {
+				wantRows = append(wantRows, want(row.o, row.values))
+			}
+			if len(got) != len(wantRows) {
+				t.Fatalf("got %d rows, want %d", len(got), len(wantRows))
+			}
+			for i := range wantRows {
+				w := wantRows[i]
+				if ext == "csv" {
+					for j := range w {
+						w[j] = csvCell(w[j])
+					}
+				} else {
+					w = trimRow(w)
+				}
+				if !reflect.DeepEqual(got[i], w) {
+					t.Errorf("row %d:\ngot  %q\nwant %q", i+1, got[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestResultXLSXTypes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.xlsx")
+	writeResult(t, path, nil, sampleRows()[:1])
+	f, err := excelize.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for cell, wantType := range map[string]excelize.CellType{
+		"A2": excelize.CellTypeUnset, // numbers are written without a type attribute
+		"D2": excelize.CellTypeUnset,
+		"J2": excelize.CellTypeUnset,
+		"B2": excelize.CellTypeInlineString,
+		"F2": excelize.CellTypeInlineString,
+	} {
+		got, err := f.GetCellType(ResultSheet, cell)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != wantType {
+			t.Errorf("%s type = %v, want %v", cell, got, wantType)
+		}
+	}
+}
+
+func TestResultFormulaInjection(t *testing.T) {
+	header := append([]string{"=header"}, make([]string, len(hostile)-1)...)
+	for i := 1; i < len(hostile); i++ {
+		header[i] = fmt.Sprintf("c%d", i)
+	}
+	o := Outcome{Row: 2, Email: "=a@b", Status: Rejected,
+		Rcpt: Reply{Code: 550, Enhanced: "-5.1.1", Text: `=HYPERLINK("http://evil","x")`},
+		Data: Reply{Code: 554, Text: "@SUM(1)"}, MessageID: "+id", Error: "-err"}
+
+	t.Run("xlsx", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "r.xlsx")
+		r, err := CreateResult(path, header)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Write(o, hostile); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got := readXLSX(t, path)[ResultSheet] // fails on any formula
+		wantRow := want(o, hostile)
+		for i, w := range wantRow {
+			// XML normalises a bare CR only when it is not escaped;
+			// excelize escapes it, so even "\r=1" survives.
+			if got[1][i] != w {
+				t.Errorf("column %d: got %q, want %q", i+1, got[1][i], w)
+			}
+		}
+		if got[0][len(FixedColumns)] != "=header" {
+			t.Errorf("header: got %q, want %q", got[0][len(FixedColumns)], "=header")
+		}
+	})
+	t.Run("csv", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "r.csv")
+		r, err := CreateResult(path, header)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Write(o, hostile); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got := readCSV(t, path)
+		for i, row := range got {
+			for j, cell := range row {
+				if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+					t.Errorf("row %d column %d: %q starts a formula", i+1, j+1, cell)
+				}
+			}
+		}
+		wantRow := want(o, hostile)
+		for i, w := range wantRow {
+			if w != "" && strings.ContainsRune("=+-@\t\r", rune(w[0])) {
+				w = "'" + w
+			}
+			if got[1][i] != w {
+				t.Errorf("column %d: got %q, want %q", i+1, got[1][i], w)
+			}
+		}
+	})
+}
+
+func TestCSVCell(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"plain", "plain"},
+		{"=1", "'=1"},
+		{"+1", "'+1"},
+		{"-2", "'-2"},
+		{"@SUM(A1)", "'@SUM(A1)"},
+		{"\t=1", "'\t=1"},
+		{"\r=1", "'\r=1"},
+		{"a=1", "a=1"},
+		{"'=1", "'=1"},
+	}
+	for _, tt := range tests {
+		if got := csvCell(tt.in); got != tt.want {
+			t.Errorf("csvCell(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestXLSXText(t *testing.T) {
+	long := strings.Repeat("a", 40000)
+	longWide := strings.Repeat("😀", 20000) // two UTF-16 units each
+	tests := []struct {
+		name, in, want string
+	}{
+		{"plain", "hello", "hello"},
+		{"controls", "a\x00b\x01c\x0bd\x1fe", "a\uFFFDb\uFFFDc\uFFFDd\uFFFDe"},
+		{"kept whitespace", "a\tb\nc\rd", "a\tb\nc\rd"},
+		{"invalid utf8", "a\xffb", "a\uFFFDb"},
+		{"noncharacters", "a\uFFFEb\uFFFFc", "a\uFFFDb\uFFFDc"},
+		{"astral", "😀", "😀"},
+		{"long", long, long[:maxCellUnits-len(" [truncated: 40000 characters in all]")] + " [truncated: 40000 characters in all]"},
+		{"long wide", longWide, strings.Repeat("😀", (maxCellUnits-len(" [truncated: 40000 characters in all]"))/2) + " [truncated: 40000 characters in all]"},
+		{"exactly at the limit", long[:maxCellUnits], long[:maxCellUnits]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := xlsxText(tt.in)
+			if got != tt.want {
+				if len(got) > 80 || len(tt.want) > 80 {
+					t.Errorf("got %d bytes ending %q, want %d bytes ending %q", len(got), got[len(got)-40:], len(tt.want), tt.want[len(tt.want)-40:])
+				} else {
+					t.Errorf("got %q, want %q", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestResultIllegalAndLong(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.xlsx")
+	long := strings.Repeat("x", 40000)
+	o := Outcome{Row: 2, Email: "a@b", Status: Rejected, Rcpt: Reply{Code: 550, Text: "bad\x00\x07reply"}, Error: long}
+	r, err := CreateResult(path, []string{"v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Write(o, []string{"nul\x00here"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := readXLSX(t, path)[ResultSheet][1]
+	if w := "bad\uFFFD\uFFFDreply"; got[5] != w {
+		t.Errorf("rcpt_text: got %q, want %q", got[5], w)
+	}
+	if w := "nul\uFFFDhere"; got[12] != w {
+		t.Errorf("value: got %q, want %q", got[12], w)
+	}
+	if n := len(got[11]); n != maxCellUnits || !strings.HasSuffix(got[11], "[truncated: 40000 characters in all]") {
+		t.Errorf("error: got %d chars ending %q, want %d ending with the truncation note", n, got[11][n-40:], maxCellUnits)
+	}
+}
+
+func TestResultAtomic(t *testing.T) {
+	for _, ext := range []string{"xlsx", "csv"} {
+		t.Run(ext, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "result."+ext)
+			old := []byte("old result, must survive")
+			if err := os.WriteFile(path, old, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := CreateResult(path, []string{"name"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows := sampleRows()
+			if err := r.Write(rows[0].o, rows[0].values); err != nil {
+				t.Fatal(err)
+			}
+			// Mid-write, the old file is untouched.
+			if got, _ := os.ReadFile(path); string(got) != string(old) {
+				t.Errorf("during write: got %q, want %q", got, old)
+			}
+			if err := r.Abort(); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(path); string(got) != string(old) {
+				t.Errorf("after Abort: got %q, want %q", got, old)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Errorf("after Abort: %d files in the folder, want 1", len(entries))
+			}
+			if err := r.Write(rows[1].o, rows[1].values); err == nil {
+				t.Errorf("Write after Abort: got nil error")
+			}
+
+			writeResult(t, path, []string{"name"}, rows[:1])
+			var first []string
+			if ext == "csv" {
+				first = readCSV(t, path)[1]
+			} else {
+				first = readXLSX(t, path)[ResultSheet][1]
+			}
+			if first[1] != rows[0].o.Email {
+				t.Errorf("after Close: email %q, want %q", first[1], rows[0].o.Email)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Errorf("after Close: %d files in the folder, want 1", len(entries))
+			}
+		})
+	}
+}
+
+func TestResultRejects(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := CreateResult(filepath.Join(dir, "r.txt"), nil); err == nil {
+		t.Errorf("CreateResult .txt: got nil error")
+	}
+	if _, err := CreateResult(filepath.Join(dir, "missing", "r.csv"), nil); err == nil {
+		t.Errorf("CreateResult in a missing folder: got nil error")
+	}
+	r, err := CreateResult(filepath.Join(dir, "r.csv"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Abort()
+	if err := r.Write(Outcome{Row: 3, Status: Delivered}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Write(Outcome{Row: 3, Status: Delivered}, nil); err == nil {
+		t.Errorf("Write of a repeated row: got nil error")
+	}
+	if err := r.Write(Outcome{Row: 2, Status: Delivered}, nil); err == nil {
+		t.Errorf("Write out of order: got nil error")
+	}
+}
+
+func TestResultSheetRollover(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.xlsx")
+	r, err := CreateResult(path, []string{"n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.rowsPerSheet = 4 // header + 3 rows a sheet
+	const n = 8
+	for row := 2; row < 2+n; row++ {
+		if err := r.Write(Outcome{Row: row, Email: fmt.Sprintf("u%d@x", row), Status: Delivered}, []string{fmt.Sprint(row)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sheets := readXLSX(t, path)
+	header := append(append([]string{}, FixedColumns...), "n")
+	wantSheets := map[string][]int{ResultSheet: {2, 3, 4}, "results 2": {5, 6, 7}, "results 3": {8, 9}}
+	for name, wantRows := range wantSheets {
+		got := sheets[name]
+		if len(got) != len(wantRows)+1 {
+			t.Errorf("%s: got %d rows, want %d", name, len(got), len(wantRows)+1)
+			continue
+		}
+		if !reflect.DeepEqual(got[0], header) {
+			t.Errorf("%s header: got %q, want %q", name, got[0], header)
+		}
+		for i, row := range wantRows {
+			if w := fmt.Sprint(row); got[i+1][0] != w || got[i+1][12] != w {
+				t.Errorf("%s row %d: got %q, want row %s", name, i+2, got[i+1], w)
+			}
+		}
+	}
+	if _, ok := sheets[SummarySheet]; !ok {
+		t.Errorf("no %s sheet", SummarySheet)
+	}
+}
