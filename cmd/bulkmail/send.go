@@ -1,0 +1,523 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/bulkmail/bulkmail/internal/capture"
+	"github.com/bulkmail/bulkmail/internal/merge"
+	"github.com/bulkmail/bulkmail/internal/report"
+	"github.com/bulkmail/bulkmail/internal/sender"
+)
+
+type sendFlags struct {
+	listFlags
+	smtpFlags
+	workers       int
+	rate          string
+	burst         int
+	retries       int
+	retryWait     time.Duration
+	retryMaxWait  time.Duration
+	maxPerConn    int
+	maxErrors     int
+	result        string
+	journal       string
+	outbox        string
+	resendInDoubt bool
+	journalReset  bool
+	only          string
+	suppress      string
+	dryRun        bool
+	grace         time.Duration
+}
+
+func newSendFlags(stderr io.Writer) (*flag.FlagSet, *sendFlags) {
+	f := &sendFlags{}
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.listFlags.register(fs)
+	f.smtpFlags.register(fs)
+	fs.IntVar(&f.workers, "workers", 4, "connections, each reused for message after message")
+	fs.StringVar(&f.rate, "rate", "0", "messages per second for the whole run, e.g. 50/s, 600/m, 3600/h (0: no limit)")
+	fs.IntVar(&f.burst, "burst", 1, "messages that may go at once above --rate")
+	fs.IntVar(&f.retries, "retries", 3, "further attempts after a 4xx or a connection lost before the final dot")
+	fs.DurationVar(&f.retryWait, "retry-wait", 30*time.Second, "first wait before retrying a 4xx, doubled each time")
+	fs.DurationVar(&f.retryMaxWait, "retry-max-wait", 5*time.Minute, "longest wait between retries")
+	fs.IntVar(&f.maxPerConn, "max-per-connection", 0, "messages per connection before QUIT and a fresh one (0: no limit)")
+	fs.IntVar(&f.maxErrors, "max-errors", 10, "stop after this many connection failures in a row")
+	fs.StringVar(&f.result, "result", "results.xlsx", "result file, .xlsx or .csv")
+	fs.StringVar(&f.journal, "journal", "", "journal of outcomes that makes re-runs resume (default: RESULT.journal)")
+	fs.StringVar(&f.outbox, "outbox", "outbox", "folder for messages when delivering to the built-in capture server")
+	fs.BoolVar(&f.resendInDoubt, "resend-in-doubt", false, "resend rows whose final dot went out without a recorded reply")
+	fs.BoolVar(&f.journalReset, "journal-reset", false, "start a new journal (the old one is kept beside it) instead of resuming")
+	fs.StringVar(&f.only, "only", "", "re-run only rows whose last status is in this list, e.g. deferred,failed")
+	fs.StringVar(&f.suppress, "suppress", "", "file of addresses never to send to (one per line, or a CSV with an email column)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "render and check every row and write the result file; send nothing")
+	fs.DurationVar(&f.grace, "grace", 30*time.Second, "after SIGINT/SIGTERM, how long messages on the wire may take to finish")
+	return fs, f
+}
+
+func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *environment) error {
+	fs, f := newSendFlags(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &exitError{code: exitUsage}
+	}
+	if fs.NArg() > 0 {
+		return usageErr("send: unexpected argument %q", fs.Arg(0))
+	}
+	if f.workers < 1 {
+		return usageErr("--workers must be at least 1")
+	}
+	limit, err := parseRate(f.rate)
+	if err != nil {
+		return err
+	}
+	only, err := parseStatuses(f.only)
+	if err != nil {
+		return err
+	}
+	if f.journal == "" {
+		f.journal = f.result + ".journal"
+	}
+	suppressed, err := readSuppressions(f.suppress)
+	if err != nil {
+		return err
+	}
+
+	// Everything that can be checked before a connection is: the template,
+	// the list's columns, the server URL and credentials.
+	ids := &messageIDs{env: env}
+	list, tmpl, err := f.listFlags.open(env, ids.forRow)
+	if err != nil {
+		return err
+	}
+	defer list.Close()
+	var cfg sender.Config
+	if f.url != "" {
+		if cfg, err = f.smtpFlags.config(env); err != nil {
+			return err
+		}
+	}
+	listID, err := hashFile(f.list)
+	if err != nil {
+		return withCode(exitUsage, err)
+	}
+
+	journalPath := f.journal
+	if f.dryRun {
+		dir, err := os.MkdirTemp("", "bulkmail-dry-run-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		journalPath = filepath.Join(dir, "journal")
+	}
+	journal, err := report.OpenJournal(journalPath, listID, f.journalReset)
+	switch {
+	case errors.Is(err, report.ErrLocked):
+		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run; nothing sent: %w", journalPath, err))
+	case errors.Is(err, report.ErrListChanged):
+		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s; to start over, add --journal-reset (the old journal is kept): %w", journalPath, f.list, err))
+	case err != nil:
+		return withCode(exitAborted, err)
+	}
+	defer journal.Close()
+	ids.journal = journal
+
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "bulkmail: "+format+"\n", args...) }
+	if f.dryRun {
+		logf("dry run: rendering and checking every row; nothing will be sent")
+	} else if f.url == "" {
+		srv, err := capture.Start(capture.Config{Dir: f.outbox})
+		if err != nil {
+			return withCode(exitAborted, err)
+		}
+		defer srv.Close()
+		cfg = sender.Config{Addr: srv.Addr(), TLS: sender.TLSNone, LocalName: env.hostname, Timeouts: f.timeouts}
+		logf("no --smtp given: delivering to the built-in capture server at %s; nothing leaves this machine", srv.Addr())
+		logf("each message received is written to %s/", f.outbox)
+	}
+	if f.trace != "" && !f.dryRun {
+		tf, err := os.OpenFile(f.trace, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return withCode(exitUsage, err)
+		}
+		defer tf.Close()
+		cfg.Trace = sender.NewTrace(tf)
+	}
+
+	progress := newProgress(stderr)
+	defer progress.stop()
+	run := &sendRun{
+		flags:      f,
+		list:       list,
+		tmpl:       tmpl,
+		journal:    journal,
+		ids:        ids,
+		only:       only,
+		suppressed: suppressed,
+		progress:   progress,
+	}
+	runErr := run.deliver(ctx, cfg, limit, logf)
+	progress.stop()
+
+	reason := "not attempted"
+	if runErr != nil {
+		reason = "not attempted: " + runErr.Error()
+	}
+	counts, err := writeResult(f.result, &f.listFlags, journal, reason)
+	if err != nil {
+		if runErr == nil {
+			runErr = withCode(exitAborted, err)
+		}
+		logf("result file: %v", err)
+	} else {
+		logf("%s; results in %s (journal %s)", counts, f.result, f.journal)
+		if run.alreadyDone > 0 {
+			logf("%d rows were settled by an earlier run and not sent again (add --journal-reset to start over)", run.alreadyDone)
+		}
+	}
+	if f.url == "" && !f.dryRun {
+		logf("nothing left this machine: messages are in %s/", f.outbox)
+	}
+	switch {
+	case runErr != nil:
+		return classifyRunError(runErr)
+	case counts.undelivered() > 0:
+		return &exitError{code: exitUndelivered}
+	}
+	return nil
+}
+
+// classifyRunError gives a stopped run its exit status.
+func classifyRunError(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return withCode(exitInterrupted, errors.New("interrupted: the journal and result file are consistent; run the same command again to resume"))
+	}
+	return withCode(exitAborted, err)
+}
+
+// sendRun is one send: the list streaming in, the pool delivering, the
+// journal recording.
+type sendRun struct {
+	flags      *sendFlags
+	list       *merge.List
+	tmpl       *merge.Template
+	journal    *report.Journal
+	ids        *messageIDs
+	only       map[report.Status]bool
+	suppressed map[string]bool
+	progress   *progress
+
+	alreadyDone int
+	pending     sync.Map // row -> *pendingRow, while a message is with the pool
+}
+
+type pendingRow struct {
+	email     string
+	messageID string
+}
+
+// deliver streams the list into the pool and records every outcome.
+func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Limit, logf func(string, ...any)) error {
+	f := r.flags
+	jobs := make(chan *sender.Job, f.workers)
+	produceCtx, stopProducing := context.WithCancel(ctx)
+	defer stopProducing()
+	var produceErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(jobs)
+		produceErr = r.produce(produceCtx, jobs)
+	})
+	if f.dryRun {
+		for range jobs {
+		}
+		wg.Wait()
+		return produceErr
+	}
+
+	burst := max(f.burst, 1)
+	pool := sender.NewPool(sender.PoolConfig{
+		Dial:             cfg,
+		Workers:          f.workers,
+		Limiter:          rate.NewLimiter(limit, burst),
+		Retries:          f.retries,
+		RetryWait:        f.retryWait,
+		RetryMaxWait:     f.retryMaxWait,
+		MaxPerConnection: f.maxPerConn,
+		MaxErrors:        f.maxErrors,
+		Commit: func(j *sender.Job, attempt int) error {
+			p := r.pendingRow(j.ID)
+			return r.journal.Committing(j.ID, attempt, p.email, p.messageID)
+		},
+		Done: func(res sender.Result) error {
+			p := r.pendingRow(res.Job.ID)
+			r.pending.Delete(res.Job.ID)
+			o := outcomeOf(res, p)
+			if err := r.journal.Record(o); err != nil {
+				return err
+			}
+			r.progress.add(o.Status)
+			return nil
+		},
+		Logf: logf,
+	})
+
+	// The pool stops taking messages when ctx ends; messages on the wire
+	// get the grace period to finish, then the run ends without them (they
+	// are in the journal as committing, hence in doubt, or not started).
+	poolDone := make(chan error, 1)
+	go func() { poolDone <- pool.Run(ctx, jobs) }()
+	var poolErr error
+	select {
+	case poolErr = <-poolDone:
+	case <-ctx.Done():
+		select {
+		case poolErr = <-poolDone:
+		case <-time.After(f.grace):
+			poolErr = fmt.Errorf("grace period of %s over with messages still on the wire: %w", f.grace, ctx.Err())
+		}
+	}
+	stopProducing()
+	go func() {
+		for range jobs {
+		}
+	}()
+	wg.Wait()
+	if poolErr != nil {
+		return poolErr
+	}
+	return produceErr
+}
+
+func (r *sendRun) pendingRow(row int) *pendingRow {
+	if v, ok := r.pending.Load(row); ok {
+		return v.(*pendingRow)
+	}
+	return &pendingRow{}
+}
+
+// produce reads every row and either records why it is not sent (invalid,
+// duplicate, suppressed, settled before) or hands its message to the pool.
+func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
+	seen := map[string]int{} // address key -> first row with it
+	emailIdx := r.list.EmailIndex()
+	for {
+		rec, err := r.list.Next()
+		if err == io.EOF {
+			return nil
+		}
+		var rowErr *merge.RowError
+		if err != nil && !errors.As(err, &rowErr) {
+			return withCode(exitAborted, err)
+		}
+		first := 0
+		if rec.Address != "" && rowErr == nil {
+			key := merge.AddressKey(rec.Address)
+			if row, dup := seen[key]; dup {
+				first = row
+			} else {
+				seen[key] = rec.Row
+			}
+		}
+		if !r.wanted(rec.Row) {
+			continue
+		}
+		email := rec.Address
+		if email == "" && emailIdx < len(rec.Values) {
+			email = rec.Values[emailIdx]
+		}
+		settle := func(s report.Status, why string) error {
+			r.progress.add(s)
+			return r.journal.Record(report.Outcome{Row: rec.Row, Email: email, Status: s, Error: why, Start: time.Now()})
+		}
+		var msg *merge.Message
+		switch {
+		case rowErr != nil:
+			err = settle(report.Invalid, rowErr.Error())
+		case first != 0:
+			err = settle(report.Skipped, fmt.Sprintf("duplicate of row %d", first))
+		case r.suppressed[merge.AddressKey(rec.Address)]:
+			err = settle(report.Skipped, "address is on the suppression list")
+		default:
+			msg, err = r.tmpl.Render(rec)
+			if errors.As(err, &rowErr) {
+				err = settle(report.Invalid, rowErr.Error())
+			} else if err == nil && r.flags.dryRun {
+				err = settle(report.Skipped, fmt.Sprintf("dry run: not sent; message of %d octets to %s", len(msg.Data), strings.Join(msg.To, ", ")))
+				msg = nil
+			}
+		}
+		if err != nil {
+			return withCode(exitAborted, err)
+		}
+		if msg == nil {
+			continue
+		}
+		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID})
+		job := &sender.Job{ID: rec.Row, Msg: &sender.Message{From: msg.From, To: msg.To, Data: msg.Data, UTF8: msg.UTF8}}
+		select {
+		case jobs <- job:
+		case <-ctx.Done():
+			r.pending.Delete(rec.Row)
+			return nil
+		}
+	}
+}
+
+// wanted reports whether a row is to be tried in this run, given what
+// the journal says of earlier runs.
+func (r *sendRun) wanted(row int) bool {
+	prev, ok := r.journal.Last(row)
+	if !ok {
+		return len(r.only) == 0
+	}
+	if len(r.only) > 0 {
+		return r.only[prev.Status]
+	}
+	switch {
+	case prev.Status.Final():
+		r.alreadyDone++
+		return false
+	case prev.Status == report.InDoubt:
+		return r.flags.resendInDoubt
+	}
+	return true
+}
+
+// outcomeOf turns the pool's result into the row's outcome.
+func outcomeOf(res sender.Result, p *pendingRow) report.Outcome {
+	d := res.Delivery
+	o := report.Outcome{
+		Row:       res.Job.ID,
+		Email:     res.Job.Msg.To[0],
+		Status:    report.Status(res.Status),
+		Data:      report.Reply(d.Data),
+		Attempts:  res.Attempts,
+		MessageID: p.messageID,
+		Conn:      res.Conn,
+		Start:     res.Start,
+		Duration:  res.Duration,
+	}
+	if len(d.Rcpt) > 0 {
+		o.Rcpt = report.Reply(d.Rcpt[0])
+	}
+	if res.Err != nil {
+		o.Error = res.Err.Error()
+	}
+	return o
+}
+
+// messageIDs gives each row its Message-ID. A row resent after being in
+// doubt keeps the id of the first try, so a receiver that deduplicates by
+// Message-ID drops the second copy.
+type messageIDs struct {
+	env     *environment
+	journal *report.Journal
+}
+
+func (m *messageIDs) forRow(row int) string {
+	if m.journal != nil {
+		if prev, ok := m.journal.Last(row); ok && prev.Status == report.InDoubt && prev.MessageID != "" {
+			return prev.MessageID
+		}
+	}
+	return m.env.messageID()
+}
+
+// hashFile identifies a list by its content.
+func hashFile(path string) (string, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer fh.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, fh); err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func parseStatuses(s string) (map[report.Status]bool, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[report.Status]bool{}
+	for _, name := range strings.Split(s, ",") {
+		st := report.Status(strings.TrimSpace(strings.ToLower(name)))
+		if !st.Valid() {
+			return nil, usageErr("--only: unknown status %q (want some of %v)", name, report.Statuses())
+		}
+		out[st] = true
+	}
+	return out, nil
+}
+
+// readSuppressions reads addresses never to send to: a CSV/XLSX with an
+// email column, or a plain file of one address per line.
+func readSuppressions(path string) (map[string]bool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	out := map[string]bool{}
+	add := func(s string) {
+		if a, _, err := merge.NormalizeAddress(s); err == nil {
+			out[merge.AddressKey(a)] = true
+		}
+	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".csv", ".xlsx", ".tsv":
+		l, err := merge.OpenList(path, merge.ListOptions{})
+		if err != nil {
+			return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+		}
+		defer l.Close()
+		for {
+			rec, err := l.Next()
+			if err == io.EOF {
+				return out, nil
+			}
+			var rowErr *merge.RowError
+			if err != nil && !errors.As(err, &rowErr) {
+				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+			}
+			add(rec.Address)
+		}
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line != "" && !strings.HasPrefix(line, "#") {
+			add(line)
+		}
+	}
+	return out, sc.Err()
+}
