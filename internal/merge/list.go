@@ -175,7 +175,7 @@ func findColumn(header []string, name string) (int, error) {
 	name = strings.TrimSpace(name)
 	idx := -1
 	for i, h := range header {
-		if strings.EqualFold(h, name) {
+		if strings.EqualFold(strings.TrimSpace(h), name) {
 			if idx >= 0 {
 				return -1, ErrDuplicateColumn
 			}

@@ -286,18 +286,21 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 		}
 		return nil, nil
 	}
-	list, err := mail.ParseAddressList(v)
-	if err != nil && want == 1 {
-		// A display name with a comma or quote in it, written as
-		// `{{.name}} <{{.email}}>`: take everything before the last '<' as
-		// the name.
-		if i := strings.LastIndexByte(v, '<'); i >= 0 && strings.HasSuffix(v, ">") {
-			name := strings.TrimSpace(v[:i])
-			if un, ok := unquote(name); ok {
-				name = un
-			}
-			list, err = []*mail.Address{{Name: name, Address: v[i+1 : len(v)-1]}}, nil
+	var list []*mail.Address
+	var err error
+	if i := strings.LastIndexByte(v, '<'); (h.mailbox || want == 1) && i >= 0 && strings.HasSuffix(v, ">") {
+		// The template holds one mailbox, typically `{{.name}} <{{.email}}>`:
+		// everything before the last '<' is the name, taken literally, so a
+		// comma, quote or parenthesis in it is just text.
+		name := strings.TrimSpace(v[:i])
+		if un, ok := unquote(name); ok {
+			name = un
+		} else if dec, err := new(mime.WordDecoder).DecodeHeader(name); err == nil {
+			name = dec
 		}
+		list = []*mail.Address{{Name: name, Address: v[i+1 : len(v)-1]}}
+	} else {
+		list, err = mail.ParseAddressList(v)
 	}
 	if err != nil {
 		return nil, wrapf(ErrNotAddress, "header %s: %q: %v", h.name, v, err)
@@ -414,7 +417,13 @@ func encodePhrase(s string) string {
 	return quoteLocal(s)
 }
 
+// needsEncoding reports whether s must be RFC 2047 encoded: it has
+// non-ASCII or control characters, or text a reader would take for an
+// encoded-word and decode.
 func needsEncoding(s string) bool {
+	if strings.Contains(s, "=?") {
+		return true
+	}
 	for i := 0; i < len(s); i++ {
 		if (s[i] < ' ' && s[i] != '\t') || s[i] >= 0x7f {
 			return true
@@ -437,6 +446,10 @@ func longestWord(s string) int {
 func encodeUnstructured(s string) string {
 	if needsEncoding(s) {
 		q, b := mime.QEncoding.Encode("utf-8", s), mime.BEncoding.Encode("utf-8", s)
+		if q == s {
+			// mime encodes only non-ASCII and controls, not a lone "=?".
+			return encodeWordsB(s)
+		}
 		if len(b) < len(q) {
 			return b
 		}

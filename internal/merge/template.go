@@ -8,6 +8,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/template"
@@ -61,7 +62,17 @@ type headerPart struct {
 	key  string // lower case
 	tmpl *template.Template
 	cols []string
+	// mailbox is set for an address header written as one "name <addr>"
+	// mailbox, so that whatever precedes the last '<' is taken as the name.
+	mailbox bool
 }
+
+// actionRE matches a template action, to see a header's shape without them.
+var actionRE = regexp.MustCompile(`\{\{.*?\}\}`)
+
+// mailboxRE is one mailbox with a display name and no list punctuation
+// outside the actions.
+var mailboxRE = regexp.MustCompile(`^[^,;<>]*<[^,;<>]*>$`)
 
 // Template is a parsed message template. After Bind, Render may be called
 // from several goroutines at once.
@@ -165,7 +176,9 @@ func ParseTemplate(path string, opts TemplateOptions) (*Template, error) {
 		if err != nil {
 			return nil, fmt.Errorf("merge: %w", err)
 		}
-		t.headers = append(t.headers, headerPart{name: name, key: key, tmpl: tm, cols: treeColumns(tm.Tree)})
+		shape := actionRE.ReplaceAllString(strings.TrimSpace(r.value), "x")
+		t.headers = append(t.headers, headerPart{name: name, key: key, tmpl: tm, cols: treeColumns(tm.Tree),
+			mailbox: addressHeader[key] && mailboxRE.MatchString(shape)})
 	}
 	if !seen["from"] {
 		return nil, fmt.Errorf("merge: %s: no From header", t.name)
