@@ -1,0 +1,602 @@
+package sender_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulkmail/bulkmail/internal/sender"
+)
+
+// quickTimeouts bounds every step at 2s: no healthy step on loopback comes
+// near it, and a test whose server stalls by mistake still ends.
+func quickTimeouts() sender.Timeouts {
+	const d = 2 * time.Second
+	return sender.Timeouts{Connect: d, Greeting: d, Command: d, Mail: d, Rcpt: d, DataInit: d, DataBlock: d, DataTerm: d}
+}
+
+// faultConfig is a plain-text connection to s with short timeouts.
+func faultConfig(s *faultServer) sender.Config {
+	return sender.Config{Addr: s.Addr(), TLS: sender.TLSNone, Timeouts: quickTimeouts()}
+}
+
+// faultPoolConfig is one worker with two quick retries.
+func faultPoolConfig(s *faultServer) sender.PoolConfig {
+	return sender.PoolConfig{
+		Dial:         faultConfig(s),
+		Workers:      1,
+		Retries:      2,
+		RetryWait:    10 * time.Millisecond,
+		RetryMaxWait: 50 * time.Millisecond,
+		MaxErrors:    5,
+	}
+}
+
+func dialFault(t *testing.T, cfg sender.Config) *sender.Client {
+	t.Helper()
+	c, err := sender.Dial(context.Background(), cfg, 1)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func noCommit() error { return nil }
+
+// runJobs is runPool with a buffered job queue, for runs that stop early
+// (nothing is left blocked). With before set, it hands out one job at a
+// time: job i (i > 0) only once job i-1 is settled and before(i) returned,
+// so a scripted server can act while the client is idle.
+func runJobs(t *testing.T, cfg sender.PoolConfig, msgs []*sender.Message, before func(i int)) (map[int]sender.Result, error) {
+	t.Helper()
+	var mu sync.Mutex
+	results := map[int]sender.Result{}
+	settled := make(chan struct{}, len(msgs))
+	cfg.Done = func(r sender.Result) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := results[r.Job.ID]; dup {
+			t.Errorf("job %d reported twice", r.Job.ID)
+		}
+		results[r.Job.ID] = r
+		settled <- struct{}{}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var jobs chan *sender.Job
+	if before == nil {
+		jobs = make(chan *sender.Job, len(msgs))
+		for i, m := range msgs {
+			jobs <- &sender.Job{ID: i, Msg: m}
+		}
+		close(jobs)
+	} else {
+		jobs = make(chan *sender.Job)
+		go func() {
+			defer close(jobs)
+			for i, m := range msgs {
+				if i > 0 {
+					// One job at a time: job i-1 is settled first.
+					select {
+					case <-settled:
+					case <-ctx.Done():
+						return
+					}
+					before(i)
+				}
+				select {
+				case jobs <- &sender.Job{ID: i, Msg: m}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	err := sender.NewPool(cfg).Run(ctx, jobs)
+	mu.Lock()
+	defer mu.Unlock()
+	return results, err
+}
+
+func testMessages(n int) []*sender.Message {
+	var msgs []*sender.Message
+	for i := 0; i < n; i++ {
+		msgs = append(msgs, testMessage(i))
+	}
+	return msgs
+}
+
+// checkLedger checks what the server accepted against the results: one
+// copy of every delivered message, none of one rejected, deferred or
+// failed, at most one of one in doubt; and that every positive reply in a
+// result echoes that row's own address, so no row got another's reply.
+func checkLedger(t *testing.T, s *faultServer, msgs []*sender.Message, results map[int]sender.Result) {
+	t.Helper()
+	accepted := map[string]int{}
+	for _, m := range s.Accepted() {
+		accepted[m.To[0]]++
+	}
+	total := 0
+	for i, m := range msgs {
+		r, ok := results[i]
+		if !ok {
+			t.Errorf("job %d: no result", i)
+			continue
+		}
+		got := accepted[m.To[0]]
+		total += got
+		switch r.Status {
+		case sender.Delivered:
+			if got != 1 {
+				t.Errorf("job %d delivered: server accepted %d copies, want 1", i, got)
+			}
+		case sender.InDoubt:
+			if got > 1 {
+				t.Errorf("job %d in doubt: server accepted %d copies, want at most 1", i, got)
+			}
+		default:
+			if got != 0 {
+				t.Errorf("job %d %s: server accepted %d copies, want 0", i, r.Status, got)
+			}
+		}
+		d := r.Delivery
+		if d.Mail.Code/100 == 2 && !strings.Contains(d.Mail.Text, "<"+m.From+">") {
+			t.Errorf("job %d: MAIL reply %q does not name %s", i, d.Mail.Text, m.From)
+		}
+		for k, rr := range d.Rcpt {
+			if rr.Code/100 == 2 && !strings.Contains(rr.Text, "<"+m.To[k]+">") {
+				t.Errorf("job %d: RCPT %d reply %q does not name %s", i, k, rr.Text, m.To[k])
+			}
+		}
+		if d.Data.Code/100 == 2 && !strings.Contains(d.Data.Text, "<"+m.To[0]+">") {
+			t.Errorf("job %d: data reply %q does not name %s", i, d.Data.Text, m.To[0])
+		}
+	}
+	if n := len(s.Accepted()); n != total {
+		t.Errorf("server accepted %d messages, %d of them for our jobs", n, total)
+	}
+}
+
+type want struct {
+	status   sender.Status
+	attempts int
+}
+
+// rcptTo returns the address of a "RCPT TO:<a>" line.
+func rcptTo(line string) string { return addrOf(line) }
+
+// on returns an OnCommand hook that runs act for the commands with verb
+// for which when returns true (when nil: the first such command the
+// server sees, on any connection).
+func on(verb string, when func(c *fconn, line string) bool, act func(c *fconn, line string)) func(c *fconn, verb, line string) bool {
+	return func(c *fconn, v, line string) bool {
+		if v != verb {
+			return false
+		}
+		if when == nil {
+			if c.s.Count("on "+verb) != 1 {
+				return false
+			}
+		} else if !when(c, line) {
+			return false
+		}
+		act(c, line)
+		return true
+	}
+}
+
+// firstConn is true on the server's first connection.
+func firstConn(c *fconn, _ string) bool { return c.ID == 1 }
+
+// forAddr is true for the command lines that name addr.
+func forAddr(addr string) func(*fconn, string) bool {
+	return func(_ *fconn, line string) bool { return strings.Contains(line, "<"+addr+">") }
+}
+
+// firstData returns an OnData hook that runs act on the first message the
+// server reads in full.
+func firstData(act func(c *fconn, m *fmsg)) func(c *fconn, m *fmsg) bool {
+	return func(c *fconn, m *fmsg) bool {
+		if c.s.Count("data") != 1 {
+			return false
+		}
+		act(c, m)
+		return true
+	}
+}
+
+// dataFor returns an OnData hook that runs act on every message to addr.
+func dataFor(addr string, act func(c *fconn, m *fmsg)) func(c *fconn, m *fmsg) bool {
+	return func(c *fconn, m *fmsg) bool {
+		if len(m.To) == 0 || m.To[0] != addr {
+			return false
+		}
+		act(c, m)
+		return true
+	}
+}
+
+// give421 answers 421 and gives up on the connection, recording anything
+// the client still sends.
+func give421(c *fconn, _ string) {
+	c.Reply("421 4.3.2 fault.test shutting down")
+	c.GiveUp()
+}
+
+// noMailAfterGiveUp checks that the client started no transaction on a
+// connection after its 421.
+func noMailAfterGiveUp(t *testing.T, s *faultServer, _ map[int]sender.Result) {
+	t.Helper()
+	gave := 0
+	for _, c := range s.Conns() {
+		if c.Mark < 0 {
+			continue
+		}
+		gave++
+		for _, v := range c.Verbs()[c.Mark:] {
+			if v == "MAIL" || v == "RSET" || v == "QUIT" {
+				t.Errorf("conn %d: client sent %s after the 421: %q", c.ID, v, c.Lines[c.Mark:])
+			}
+		}
+	}
+	if gave != 1 {
+		t.Errorf("server gave up on %d connections, want 1", gave)
+	}
+}
+
+// poolFault is a fault the pool must survive.
+type poolFault struct {
+	name string
+	o    faultOpts
+	// msgs defaults to testMessages(3).
+	msgs func() []*sender.Message
+	cfg  func(*sender.PoolConfig)
+	// want per job; a job not listed must be delivered at the first attempt.
+	want map[int]want
+	// strays: the server sends replies nobody asked for, so a lock-step
+	// client legitimately looks pipelined to it.
+	strays bool
+	// before paces the producer (see runJobs).
+	before func(t *testing.T, s *faultServer, i int)
+	check  func(t *testing.T, s *faultServer, res map[int]sender.Result)
+}
+
+func poolFaults() []poolFault {
+	user0 := testMessage(0).To[0]
+	return []poolFault{
+		{
+			name: "mismatched multi-line codes to RCPT",
+			o: faultOpts{OnCommand: on("RCPT", nil, func(c *fconn, line string) {
+				c.Reply("250-2.1.5 <"+rcptTo(line)+"> x", "421 4.3.0 y")
+				c.GiveUp()
+			})},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "malformed code 2x0 to MAIL",
+			o: faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, line string) {
+				c.Reply("2x0 ok")
+				c.GiveUp()
+			})},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "malformed code 600 to RCPT",
+			o: faultOpts{OnCommand: on("RCPT", nil, func(c *fconn, line string) {
+				c.Reply("600 x")
+				c.GiveUp()
+			})},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "malformed code 99 to end of data",
+			o: faultOpts{OnData: firstData(func(c *fconn, m *fmsg) {
+				c.Reply("99 short")
+				c.GiveUp()
+			})},
+			// The data went out and the reply is garbage: it may have
+			// been delivered.
+			want: map[int]want{0: {sender.InDoubt, 1}},
+		},
+		{
+			name: "stray reply after MAIL's",
+			o: faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, line string) {
+				c.hasMail, c.from = true, addrOf(line)
+				c.Reply("250 2.1.0 <"+c.from+"> sender ok", "250 stray")
+			})},
+			strays: true,
+			want:   map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "stray reply after the final reply, same write",
+			o: faultOpts{OnData: firstData(func(c *fconn, m *fmsg) {
+				c.Accept(m)
+				c.Reply(queuedReply(m), "250 stray")
+			})},
+			strays: true,
+			want:   map[int]want{0: {sender.InDoubt, 1}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				for i := 1; i < 3; i++ {
+					if res[i].Conn == res[0].Conn {
+						t.Errorf("job %d went on connection %d, the one with the stray reply", i, res[i].Conn)
+					}
+				}
+			},
+		},
+		{
+			name: "stray reply before the reply to the next RSET",
+			o: faultOpts{OnCommand: func(c *fconn, verb, line string) bool {
+				if verb == "RSET" && c.s.Count("rset") == 1 {
+					c.Write("250 2.0.0 stray\r\n")
+				}
+				return false
+			}},
+			strays: true,
+			want:   map[int]want{1: {sender.Delivered, 2}},
+		},
+		{
+			name:  "421 to MAIL",
+			o:     faultOpts{OnCommand: on("MAIL", nil, give421)},
+			want:  map[int]want{0: {sender.Delivered, 2}},
+			check: noMailAfterGiveUp,
+		},
+		{
+			name:  "421 to RCPT",
+			o:     faultOpts{OnCommand: on("RCPT", nil, give421)},
+			want:  map[int]want{0: {sender.Delivered, 2}},
+			check: noMailAfterGiveUp,
+		},
+		{
+			name:  "421 to DATA",
+			o:     faultOpts{OnCommand: on("DATA", nil, give421)},
+			want:  map[int]want{0: {sender.Delivered, 2}},
+			check: noMailAfterGiveUp,
+		},
+		{
+			name: "421 to the final dot",
+			o:    faultOpts{OnData: firstData(func(c *fconn, m *fmsg) { give421(c, "") })},
+			want: map[int]want{0: {sender.Delivered, 2}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				noMailAfterGiveUp(t, s, res)
+				if n := len(s.Received()); n != 4 {
+					t.Errorf("server read %d messages, want 4 (one refused with 421)", n)
+				}
+			},
+		},
+		{
+			name: "421 while idle between messages",
+			o: faultOpts{OnData: firstData(func(c *fconn, m *fmsg) {
+				c.Accept(m)
+				c.Reply(queuedReply(m))
+				// Wait until the client has settled the message and is
+				// idle, without reading what it sends.
+				c.s.WaitProceed()
+				c.Reply("421 4.4.2 fault.test idle too long")
+				c.Close()
+				c.s.Signal()
+			})},
+			before: func(t *testing.T, s *faultServer, i int) {
+				if i == 1 {
+					s.Proceed()
+					s.WaitSignal(t)
+				}
+			},
+			// The 421 arrived before the client went on; whether that
+			// costs the next message an attempt is not the point.
+			want: map[int]want{1: {sender.Delivered, -2}},
+		},
+		{
+			name: "close after RCPT, before DATA",
+			o:    faultOpts{OnCommand: on("DATA", nil, func(c *fconn, _ string) { c.Close() })},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "reset after RCPT, before DATA",
+			o:    faultOpts{OnCommand: on("DATA", nil, func(c *fconn, _ string) { c.Reset() })},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "close after the final dot before the reply",
+			o:    faultOpts{OnData: firstData(func(c *fconn, m *fmsg) { c.Close() })},
+			want: map[int]want{0: {sender.InDoubt, 1}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				n := 0
+				for _, m := range s.Received() {
+					if m.To[0] == user0 {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Errorf("server read %d copies of job 0, want 1", n)
+				}
+				if !res[0].Delivery.Committed {
+					t.Errorf("job 0: Delivery.Committed false after the final dot went out")
+				}
+			},
+		},
+		{
+			name: "450 to RCPT once",
+			o: faultOpts{OnCommand: on("RCPT", nil, func(c *fconn, line string) {
+				c.Reply("450 4.2.0 <" + rcptTo(line) + "> mailbox busy")
+			})},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "450 to RCPT always",
+			o: faultOpts{OnCommand: on("RCPT", forAddr(user0), func(c *fconn, line string) {
+				c.Reply("450 4.2.0 <" + rcptTo(line) + "> mailbox busy")
+			})},
+			want: map[int]want{0: {sender.Deferred, 3}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				want := sender.Reply{Code: 450, Enhanced: "4.2.0", Text: "<" + user0 + "> mailbox busy"}
+				checkFinalReply(t, res[0], "RCPT TO", want, res[0].Delivery.Rcpt[0])
+				if n := s.CommandCount("RCPT TO:<" + user0 + ">"); n != 3 {
+					t.Errorf("server saw %d RCPT for %s, want 3", n, user0)
+				}
+			},
+		},
+		{
+			name: "451 to the final dot once",
+			o: faultOpts{OnData: firstData(func(c *fconn, m *fmsg) {
+				c.Reply("451 4.3.0 try again later")
+			})},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "451 to the final dot always",
+			o: faultOpts{OnData: dataFor(user0, func(c *fconn, m *fmsg) {
+				c.Reply("451 4.3.0 try again later")
+			})},
+			want: map[int]want{0: {sender.Deferred, 3}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				want := sender.Reply{Code: 451, Enhanced: "4.3.0", Text: "try again later"}
+				checkFinalReply(t, res[0], "end of data", want, res[0].Delivery.Data)
+			},
+		},
+		{
+			name: "550 to RCPT",
+			o: faultOpts{OnCommand: on("RCPT", forAddr(user0), func(c *fconn, line string) {
+				c.Reply("550 5.1.1 <" + rcptTo(line) + "> no such user here")
+			})},
+			want: map[int]want{0: {sender.Rejected, 1}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				want := sender.Reply{Code: 550, Enhanced: "5.1.1", Text: "<" + user0 + "> no such user here"}
+				checkFinalReply(t, res[0], "RCPT TO", want, res[0].Delivery.Rcpt[0])
+				if n := s.CommandCount("RCPT TO:<" + user0 + ">"); n != 1 {
+					t.Errorf("server saw %d RCPT for %s, want 1", n, user0)
+				}
+			},
+		},
+		{
+			name: "554 to the final dot",
+			o: faultOpts{OnData: dataFor(user0, func(c *fconn, m *fmsg) {
+				c.Reply("554 5.7.1 message refused: spam")
+			})},
+			want: map[int]want{0: {sender.Rejected, 1}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				want := sender.Reply{Code: 554, Enhanced: "5.7.1", Text: "message refused: spam"}
+				checkFinalReply(t, res[0], "end of data", want, res[0].Delivery.Data)
+			},
+		},
+		{
+			name: "452 to the second recipient",
+			msgs: func() []*sender.Message {
+				m := testMessages(3)
+				m[0].To = append(m[0].To, "second@example.org")
+				return m
+			},
+			o: faultOpts{OnCommand: on("RCPT", forAddr("second@example.org"), func(c *fconn, line string) {
+				c.Reply("452 4.5.3 <" + rcptTo(line) + "> too many recipients")
+			})},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				r := res[0]
+				if got := r.Delivery.Rcpt[1]; got.Code != 452 || got.Enhanced != "4.5.3" {
+					t.Errorf("job 0: second RCPT reply %v, want 452 4.5.3", got)
+				}
+				if r.Err == nil || !strings.Contains(r.Err.Error(), "recipient 2") || !strings.Contains(r.Err.Error(), "452") {
+					t.Errorf("job 0: Err %v, want a note that recipient 2 got 452", r.Err)
+				}
+				for _, m := range s.Accepted() {
+					if m.To[0] == user0 && (len(m.To) != 1) {
+						t.Errorf("server accepted job 0 for %v, want only %s", m.To, user0)
+					}
+				}
+			},
+		},
+		{
+			name: "QUIT refused",
+			o: faultOpts{OnCommand: on("QUIT", func(*fconn, string) bool { return true }, func(c *fconn, _ string) {
+				c.Reply("554 5.0.0 no")
+				c.Close()
+			})},
+		},
+		{
+			name: "close instead of answering QUIT",
+			o:    faultOpts{OnCommand: on("QUIT", func(*fconn, string) bool { return true }, func(c *fconn, _ string) { c.Close() })},
+		},
+	}
+}
+
+// checkFinalReply checks the reply a result ended with and that its Err
+// carries the same reply.
+func checkFinalReply(t *testing.T, r sender.Result, cmd string, want, got sender.Reply) {
+	t.Helper()
+	if got != want {
+		t.Errorf("job %d: final %s reply %+v, want %+v", r.Job.ID, cmd, got, want)
+	}
+	re, ok := errorsAs[*sender.ReplyError](r.Err)
+	if !ok {
+		t.Errorf("job %d: Err %v (%T), want a *sender.ReplyError", r.Job.ID, r.Err, r.Err)
+		return
+	}
+	if re.Reply != want || re.Command != cmd {
+		t.Errorf("job %d: Err is %s %+v, want %s %+v", r.Job.ID, re.Command, re.Reply, cmd, want)
+	}
+}
+
+func TestFaultPool(t *testing.T) {
+	for _, tc := range poolFaults() {
+		for _, pipe := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/pipelining=%v", tc.name, pipe), func(t *testing.T) {
+				t.Parallel()
+				o := tc.o
+				if pipe {
+					o.Ext = append([]string{"PIPELINING"}, o.Ext...)
+				} else {
+					o.Lockstep = !tc.strays
+				}
+				s := startFault(t, o)
+				msgs := testMessages(3)
+				if tc.msgs != nil {
+					msgs = tc.msgs()
+				}
+				cfg := faultPoolConfig(s)
+				if tc.cfg != nil {
+					tc.cfg(&cfg)
+				}
+				var before func(int)
+				if tc.before != nil {
+					before = func(i int) { tc.before(t, s, i) }
+				}
+				results, err := runJobs(t, cfg, msgs, before)
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+				for i := range msgs {
+					r, ok := results[i]
+					if !ok {
+						continue // checkLedger reports it
+					}
+					w, listed := tc.want[i]
+					if !listed {
+						w = want{sender.Delivered, 1}
+					}
+					if r.Status != w.status {
+						t.Errorf("job %d: status %s, want %s (err %v)", i, r.Status, w.status, r.Err)
+					}
+					if w.attempts > 0 && r.Attempts != w.attempts || w.attempts < 0 && (r.Attempts < 1 || r.Attempts > -w.attempts) {
+						t.Errorf("job %d: %d attempts, want %d", i, r.Attempts, w.attempts)
+					}
+					if r.Status == sender.Delivered && len(msgs[i].To) == 1 && r.Err != nil {
+						t.Errorf("job %d: delivered with Err %v", i, r.Err)
+					}
+				}
+				checkLedger(t, s, msgs, results)
+				if v := s.Violations(); len(v) > 0 && !tc.strays {
+					t.Errorf("protocol violations: %q", v)
+				}
+				if tc.check != nil {
+					tc.check(t, s, results)
+				}
+			})
+		}
+	}
+}
+
+var _ = errors.Is
