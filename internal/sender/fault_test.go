@@ -600,3 +600,214 @@ func TestFaultPool(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// ehloLines is an EHLO reply hook writing the given lines in one write.
+func ehloReply(lines ...string) func(c *fconn, verb, line string) bool {
+	return func(c *fconn, verb, line string) bool {
+		if verb != "EHLO" {
+			return false
+		}
+		c.Reply(lines...)
+		return true
+	}
+}
+
+func TestFaultReplies(t *testing.T) {
+	t.Run("EHLO with many lines", func(t *testing.T) {
+		lines := []string{"250-fault.test greets you"}
+		var want []string
+		want = append(want, "fault.test greets you")
+		for i := 0; i < 60; i++ {
+			lines = append(lines, fmt.Sprintf("250-X-EXT%d param%d", i, i))
+			want = append(want, fmt.Sprintf("X-EXT%d param%d", i, i))
+		}
+		lines = append(lines, "250 SIZE 1000000")
+		want = append(want, "SIZE 1000000")
+		s := startFault(t, faultOpts{OnCommand: ehloReply(lines...)})
+		c := dialFault(t, faultConfig(s))
+		h := c.Hello()
+		if h.Code != 250 || h.Text != strings.Join(want, "\n") {
+			t.Errorf("EHLO reply %d %q, want 250 %q", h.Code, h.Text, strings.Join(want, "\n"))
+		}
+		if p, ok := c.Extension("x-ext59"); !ok || p != "param59" {
+			t.Errorf("Extension(X-EXT59) = %q, %v; want param59, true", p, ok)
+		}
+		if p, ok := c.Extension("SIZE"); !ok || p != "1000000" {
+			t.Errorf("Extension(SIZE) = %q, %v; want 1000000, true", p, ok)
+		}
+	})
+
+	t.Run("EHLO one byte per segment", func(t *testing.T) {
+		s := startFault(t, faultOpts{OnCommand: func(c *fconn, verb, line string) bool {
+			if verb != "EHLO" {
+				return false
+			}
+			c.Bytewise("250-fault.test hi\r\n250-PIPELINING\r\n250-SIZE 5000\r\n250 8BITMIME\r\n")
+			return true
+		}})
+		c := dialFault(t, faultConfig(s))
+		if got, want := c.Hello().Text, "fault.test hi\nPIPELINING\nSIZE 5000\n8BITMIME"; got != want {
+			t.Errorf("EHLO text %q, want %q", got, want)
+		}
+		if _, ok := c.Extension("8BITMIME"); !ok {
+			t.Errorf("8BITMIME not seen")
+		}
+		d, err := c.Send(context.Background(), testMessage(0), noCommit)
+		if err != nil || d.Data.Code != 250 {
+			t.Fatalf("Send: %v, %+v", err, d)
+		}
+		if n := len(s.Accepted()); n != 1 {
+			t.Errorf("server accepted %d messages, want 1", n)
+		}
+	})
+
+	t.Run("bare codes with no text", func(t *testing.T) {
+		s := startFault(t, faultOpts{
+			Greeting: "220",
+			OnCommand: func(c *fconn, verb, line string) bool {
+				switch verb {
+				case "EHLO", "MAIL", "RSET", "NOOP":
+					c.Reply("250")
+					if verb == "MAIL" {
+						c.hasMail = true
+					}
+				case "RCPT":
+					c.rcpts = append(c.rcpts, rcptTo(line))
+					c.Reply("250")
+				case "DATA":
+					c.Reply("354")
+					m, err := c.ReadData()
+					if err != nil {
+						c.done = true
+						return true
+					}
+					c.s.mu.Lock()
+					c.s.received = append(c.s.received, m)
+					c.s.mu.Unlock()
+					c.Accept(m)
+					c.resetTxn()
+					c.Reply("250")
+				case "QUIT":
+					c.Reply("221")
+					c.Close()
+				default:
+					return false
+				}
+				return true
+			},
+		})
+		c := dialFault(t, faultConfig(s))
+		if g := c.Greeting(); g.Code != 220 || g.Text != "" || g.Enhanced != "" {
+			t.Errorf("greeting %+v, want bare 220", g)
+		}
+		for i := 0; i < 2; i++ {
+			d, err := c.Send(context.Background(), testMessage(i), noCommit)
+			if err != nil {
+				t.Fatalf("Send %d: %v", i, err)
+			}
+			bare := sender.Reply{Code: 250}
+			if d.Mail != bare || d.Rcpt[0] != bare || d.Data != bare {
+				t.Errorf("Send %d: replies %+v, want bare 250s", i, d)
+			}
+		}
+		if r, err := c.Command(context.Background(), 2, "NOOP"); err != nil || r != (sender.Reply{Code: 250}) {
+			t.Errorf("NOOP: %+v, %v", r, err)
+		}
+		if err := c.Quit(); err != nil {
+			t.Errorf("Quit: %v", err)
+		}
+		if n := len(s.Accepted()); n != 2 {
+			t.Errorf("server accepted %d messages, want 2", n)
+		}
+	})
+
+	t.Run("multi-line 250 to RCPT", func(t *testing.T) {
+		s := startFault(t, faultOpts{OnCommand: on("RCPT", nil, func(c *fconn, line string) {
+			to := rcptTo(line)
+			c.rcpts = append(c.rcpts, to)
+			c.Reply("250-2.1.5 <"+to+"> first", "250-2.1.5 second", "250 2.1.5 third")
+		})})
+		c := dialFault(t, faultConfig(s))
+		d, err := c.Send(context.Background(), testMessage(0), noCommit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sender.Reply{Code: 250, Enhanced: "2.1.5", Text: "<user0@example.org> first\nsecond\nthird"}
+		if d.Rcpt[0] != want {
+			t.Errorf("RCPT reply %+v, want %+v", d.Rcpt[0], want)
+		}
+		if d.Data.Code != 250 || len(s.Accepted()) != 1 {
+			t.Errorf("data reply %+v, server accepted %d; want 250 and 1", d.Data, len(s.Accepted()))
+		}
+	})
+
+	t.Run("Gmail multi-line 421 then close", func(t *testing.T) {
+		s := startFault(t, faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, line string) {
+			c.Reply(
+				"421-4.7.28 [127.0.0.1] Our system has detected an unusual rate of",
+				"421-4.7.28 unsolicited mail originating from your IP address. To protect our",
+				"421 4.7.28 users from spam, mail sent from your IP address has been rate limited.",
+			)
+			c.Close()
+		})})
+		c := dialFault(t, faultConfig(s))
+		d, err := c.Send(context.Background(), testMessage(0), noCommit)
+		want := sender.Reply{Code: 421, Enhanced: "4.7.28", Text: "[127.0.0.1] Our system has detected an unusual rate of\n" +
+			"unsolicited mail originating from your IP address. To protect our\n" +
+			"users from spam, mail sent from your IP address has been rate limited."}
+		re, ok := errorsAs[*sender.ReplyError](err)
+		if !ok || re.Reply != want {
+			t.Fatalf("Send: %v, want a *ReplyError with %+v", err, want)
+		}
+		if d.Mail != want {
+			t.Errorf("Delivery.Mail %+v, want %+v", d.Mail, want)
+		}
+		if c.Broken() == nil {
+			t.Errorf("connection not broken after 421")
+		}
+		if d.Committed {
+			t.Errorf("Committed after a 421 to MAIL")
+		}
+	})
+
+	malformed := []struct{ name, reply string }{
+		{"mismatched codes", "250-2.1.0 x\r\n421 4.3.0 y"},
+		{"2x0", "2x0 ok"},
+		{"600", "600 x"},
+		{"99", "99 short"},
+		{"no separator", "250x ok"},
+	}
+	for _, m := range malformed {
+		t.Run("malformed reply to MAIL: "+m.name, func(t *testing.T) {
+			s := startFault(t, faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, _ string) {
+				c.Write(m.reply + "\r\n")
+				c.GiveUp()
+			})})
+			c := dialFault(t, faultConfig(s))
+			_, err := c.Send(context.Background(), testMessage(0), noCommit)
+			if _, ok := errorsAs[*sender.ProtocolError](err); !ok || !errors.Is(err, sender.ErrMalformedReply) {
+				t.Fatalf("Send: %v, want a *ProtocolError wrapping ErrMalformedReply", err)
+			}
+			if c.Broken() == nil {
+				t.Errorf("Broken() nil after a malformed reply")
+			}
+			if _, err := c.Send(context.Background(), testMessage(1), noCommit); err == nil {
+				t.Errorf("a second Send on the broken connection succeeded")
+			}
+			if r, err := c.Command(context.Background(), 2, "NOOP"); err == nil {
+				t.Errorf("NOOP on the broken connection: %+v, want an error", r)
+			}
+			if n := s.CommandCount("MAIL"); n != 1 {
+				t.Errorf("server saw %d MAIL, want 1", n)
+			}
+		})
+	}
+
+	t.Run("malformed greeting 2x0", func(t *testing.T) {
+		s := startFault(t, faultOpts{Greeting: "2x0 hello"})
+		_, err := sender.Dial(context.Background(), faultConfig(s), 1)
+		if !errors.Is(err, sender.ErrMalformedReply) {
+			t.Fatalf("Dial: %v, want ErrMalformedReply", err)
+		}
+	})
+}
