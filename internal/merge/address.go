@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
@@ -154,6 +155,13 @@ func normalizeLocal(l string) (out string, utf8Local bool, why string) {
 	}
 	if len(l) > maxLocal {
 		return "", false, fmt.Sprintf("local part longer than %d octets", maxLocal)
+	}
+	for _, r := range l {
+		// Non-ASCII spaces and controls look like nothing in a list but
+		// are not atext (RFC 6531 allows only graphic characters).
+		if r >= 0x80 && (unicode.IsSpace(r) || unicode.IsControl(r) || r == unicode.ReplacementChar) {
+			return "", false, "invisible character in local part"
+		}
 	}
 	return l, hasNonASCII(l), ""
 }

@@ -52,6 +52,8 @@ func TestNormalizeAddress(t *testing.T) {
 		{`"a"b"@x.org`, "", false},
 		{"a@x.org?subject=hi", "", false},
 		{"a@[1.2.3]", "", false},
+		{"a\u00a0b@x.org", "", false},
+		{"a\u0085@x.org", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

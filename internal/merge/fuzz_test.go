@@ -86,3 +86,46 @@ func FuzzRender(f *testing.F) {
 		}
 	})
 }
+
+// FuzzList feeds arbitrary bytes to the CSV reader: it must never panic,
+// every row must have as many values as the header, and row numbers must
+// grow.
+func FuzzList(f *testing.F) {
+	for _, s := range []string{
+		"email,name\na@x.org,Ann\n", "\xEF\xBB\xBFemail;name\r\na@x.org;\"A\nB\"\n", "email\n\"a@x.org\n",
+		"email,x\na@x.org,\"b\"c\nb@x.org,1,2,3\n", "\xFF\xFEe\x00m\x00a\x00i\x00l\x00\n\x00", "email\n,\n\n,,,\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "l.csv")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l, err := OpenList(p, ListOptions{})
+		if err != nil {
+			return
+		}
+		defer l.Close()
+		last := 1
+		for i := 0; i < 10000; i++ {
+			rec, err := l.Next()
+			if err != nil {
+				var re *RowError
+				if !errors.As(err, &re) {
+					return
+				}
+			}
+			if len(rec.Values) != len(l.Header()) {
+				t.Fatalf("row %d has %d values, header %d", rec.Row, len(rec.Values), len(l.Header()))
+			}
+			if rec.Row <= last {
+				t.Fatalf("row number %d after %d", rec.Row, last)
+			}
+			last = rec.Row
+			if err == nil && rec.Address == "" {
+				t.Fatalf("row %d valid without an address", rec.Row)
+			}
+		}
+	})
+}
