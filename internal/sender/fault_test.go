@@ -2,8 +2,10 @@ package sender_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -808,6 +810,196 @@ func TestFaultReplies(t *testing.T) {
 		_, err := sender.Dial(context.Background(), faultConfig(s), 1)
 		if !errors.Is(err, sender.ErrMalformedReply) {
 			t.Fatalf("Dial: %v, want ErrMalformedReply", err)
+		}
+	})
+}
+
+func TestFaultStalls(t *testing.T) {
+	const short = 300 * time.Millisecond
+	stall := func(c *fconn, _ string) { c.Stall() }
+	cases := []struct {
+		name   string
+		o      faultOpts
+		tls    bool
+		set    func(*sender.Timeouts)
+		phase  string // in the error
+		dial   bool   // the stall is inside Dial
+		commit bool   // the final dot went out
+	}{
+		{name: "greeting", o: faultOpts{OnConnect: func(c *fconn) bool { c.Stall(); return true }},
+			set: func(t *sender.Timeouts) { t.Greeting = short }, phase: "greeting", dial: true},
+		{name: "EHLO", o: faultOpts{OnCommand: on("EHLO", nil, stall)},
+			set: func(t *sender.Timeouts) { t.Command = short }, phase: "EHLO", dial: true},
+		{name: "TLS handshake", tls: true, o: faultOpts{OnCommand: on("STARTTLS", nil, func(c *fconn, _ string) {
+			c.Reply("220 2.0.0 go ahead")
+			c.Stall()
+		})},
+			set: func(t *sender.Timeouts) { t.Connect = short }, phase: "TLS handshake", dial: true},
+		{name: "MAIL FROM", o: faultOpts{OnCommand: on("MAIL", nil, stall)},
+			set: func(t *sender.Timeouts) { t.Mail = short }, phase: "MAIL FROM"},
+		{name: "RCPT TO", o: faultOpts{OnCommand: on("RCPT", nil, stall)},
+			set: func(t *sender.Timeouts) { t.Rcpt = short }, phase: "RCPT TO"},
+		{name: "DATA", o: faultOpts{OnCommand: on("DATA", nil, stall)},
+			set: func(t *sender.Timeouts) { t.DataInit = short }, phase: "DATA"},
+		{name: "end of data", o: faultOpts{OnData: firstData(func(c *fconn, _ *fmsg) { c.Stall() })},
+			set: func(t *sender.Timeouts) { t.DataTerm = short }, phase: "end of data", commit: true},
+	}
+	for _, tc := range cases {
+		for _, pipe := range []bool{false, true} {
+			if tc.dial && pipe {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s/pipelining=%v", tc.name, pipe), func(t *testing.T) {
+				t.Parallel()
+				o := tc.o
+				if pipe {
+					o.Ext = []string{"PIPELINING"}
+				}
+				cfg := faultConfig(startFaultTLS(t, o, tc.tls))
+				if tc.tls {
+					_, roots := testCert()
+					cfg.TLS = sender.TLSRequired
+					cfg.TLSConfig = &tls.Config{RootCAs: roots}
+				}
+				tc.set(&cfg.Timeouts)
+				start := time.Now()
+				var err error
+				var d sender.Delivery
+				var c *sender.Client
+				c, err = sender.Dial(context.Background(), cfg, 1)
+				if !tc.dial {
+					if err != nil {
+						t.Fatalf("Dial: %v", err)
+					}
+					defer c.Close()
+					start = time.Now()
+					d, err = c.Send(context.Background(), testMessage(0), noCommit)
+				}
+				elapsed := time.Since(start)
+				if _, ok := errorsAs[*sender.ProtocolError](err); !ok || !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("got %v, want a *ProtocolError wrapping a deadline", err)
+				}
+				if !strings.Contains(err.Error(), tc.phase) {
+					t.Errorf("error %q does not name the phase %q", err, tc.phase)
+				}
+				if elapsed > 1500*time.Millisecond {
+					t.Errorf("took %v, want about %v", elapsed, short)
+				}
+				if tc.dial {
+					if c != nil {
+						t.Errorf("Dial returned a client with its error")
+					}
+					return
+				}
+				if c.Broken() == nil {
+					t.Errorf("connection not broken after a timeout")
+				}
+				if d.Committed != tc.commit {
+					t.Errorf("Committed %v, want %v", d.Committed, tc.commit)
+				}
+			})
+		}
+	}
+}
+
+// startFaultTLS starts a fault server, offering STARTTLS with the test
+// certificate when withTLS.
+func startFaultTLS(t *testing.T, o faultOpts, withTLS bool) *faultServer {
+	if withTLS {
+		o.TLS, _ = testCert()
+	}
+	return startFault(t, o)
+}
+
+func TestFaultPoolStalls(t *testing.T) {
+	short := func(cfg *sender.PoolConfig) {
+		cfg.Dial.Timeouts.Mail = 300 * time.Millisecond
+		cfg.Dial.Timeouts.DataTerm = 300 * time.Millisecond
+	}
+	t.Run("after the final dot", func(t *testing.T) {
+		t.Parallel()
+		s := startFault(t, faultOpts{OnData: firstData(func(c *fconn, _ *fmsg) { c.Stall() })})
+		cfg := faultPoolConfig(s)
+		short(&cfg)
+		msgs := testMessages(3)
+		res, err := runJobs(t, cfg, msgs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := res[0]; r.Status != sender.InDoubt || r.Attempts != 1 {
+			t.Errorf("job 0: %s after %d attempts, want in_doubt after 1 (%v)", r.Status, r.Attempts, r.Err)
+		}
+		for i := 1; i < 3; i++ {
+			if r := res[i]; r.Status != sender.Delivered || r.Attempts != 1 {
+				t.Errorf("job %d: %s after %d attempts, want delivered after 1 (%v)", i, r.Status, r.Attempts, r.Err)
+			}
+		}
+		if n := len(s.Received()); n != 3 {
+			t.Errorf("server read %d messages, want 3", n)
+		}
+		checkLedger(t, s, msgs, res)
+	})
+	t.Run("after MAIL once", func(t *testing.T) {
+		t.Parallel()
+		s := startFault(t, faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, _ string) { c.Stall() })})
+		cfg := faultPoolConfig(s)
+		short(&cfg)
+		msgs := testMessages(3)
+		res, err := runJobs(t, cfg, msgs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := res[0]; r.Status != sender.Delivered || r.Attempts != 2 {
+			t.Errorf("job 0: %s after %d attempts, want delivered after 2 (%v)", r.Status, r.Attempts, r.Err)
+		}
+		checkLedger(t, s, msgs, res)
+	})
+	t.Run("after MAIL always", func(t *testing.T) {
+		t.Parallel()
+		msgs := testMessages(3)
+		msgs[0].From = "stall@example.com"
+		s := startFault(t, faultOpts{OnCommand: on("MAIL", forAddr("stall@example.com"), func(c *fconn, _ string) { c.Stall() })})
+		cfg := faultPoolConfig(s)
+		short(&cfg)
+		cfg.Retries = 1
+		res, err := runJobs(t, cfg, msgs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := res[0]
+		if r.Status != sender.Failed || r.Attempts != 2 {
+			t.Errorf("job 0: %s after %d attempts, want failed after 2 (%v)", r.Status, r.Attempts, r.Err)
+		}
+		if !errors.Is(r.Err, os.ErrDeadlineExceeded) || !strings.Contains(fmt.Sprint(r.Err), "MAIL FROM") {
+			t.Errorf("job 0: Err %v, want a MAIL FROM timeout", r.Err)
+		}
+		if n := s.CommandCount("MAIL FROM:<stall@example.com>"); n != 2 {
+			t.Errorf("server saw %d MAIL for job 0, want 2", n)
+		}
+		for i := 1; i < 3; i++ {
+			if r := res[i]; r.Status != sender.Delivered || r.Attempts != 1 {
+				t.Errorf("job %d: %s after %d attempts, want delivered after 1 (%v)", i, r.Status, r.Attempts, r.Err)
+			}
+		}
+		checkLedger(t, s, msgs, res)
+	})
+	t.Run("at the greeting always", func(t *testing.T) {
+		t.Parallel()
+		s := startFault(t, faultOpts{OnConnect: func(c *fconn) bool { c.Stall(); return true }})
+		cfg := faultPoolConfig(s)
+		cfg.Dial.Timeouts.Greeting = 200 * time.Millisecond
+		cfg.MaxErrors = 3
+		cfg.Workers = 2
+		start := time.Now()
+		res, err := runJobs(t, cfg, testMessages(5), nil)
+		if _, ok := errorsAs[*sender.BreakerError](err); !ok {
+			t.Fatalf("Run: %v, want a *BreakerError", err)
+		}
+		if len(res) != 0 {
+			t.Errorf("%d jobs reported, want none: %v", len(res), res)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("took %v to give up", el)
 		}
 	})
 }
