@@ -1003,3 +1003,259 @@ func TestFaultPoolStalls(t *testing.T) {
 		}
 	})
 }
+
+func TestFaultPipelining(t *testing.T) {
+	multi := func() []*sender.Message {
+		m := testMessages(4)
+		m[3].To = append(m[3].To, "second@example.org", "third@example.org")
+		return m
+	}
+	cases := []struct {
+		name      string
+		o         faultOpts
+		noPipe    bool
+		violation bool // the server must see one (the detector works)
+	}{
+		{name: "not offered: one command per reply", o: faultOpts{Lockstep: true}},
+		{name: "offered but disabled: one command per reply", o: faultOpts{Lockstep: true, Ext: []string{"PIPELINING"}}, noPipe: true},
+		{name: "offered: the lock-step detector sees the groups", o: faultOpts{Lockstep: true, Ext: []string{"PIPELINING"}}, violation: true},
+		{name: "offered: RSET MAIL RCPT DATA in one group", o: faultOpts{ExpectPipelining: true, Ext: []string{"PIPELINING"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := startFault(t, tc.o)
+			cfg := faultPoolConfig(s)
+			cfg.Dial.NoPipelining = tc.noPipe
+			msgs := multi()
+			if tc.o.ExpectPipelining {
+				msgs = msgs[:3] // one recipient each: DATA ends the group
+			}
+			res, err := runJobs(t, cfg, msgs, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range msgs {
+				if r := res[i]; r.Status != sender.Delivered || r.Attempts != 1 || r.Err != nil {
+					t.Errorf("job %d: %s after %d attempts (%v), want delivered after 1", i, r.Status, r.Attempts, r.Err)
+				}
+			}
+			checkLedger(t, s, msgs, res)
+			v := s.Violations()
+			if tc.violation != (len(v) > 0) {
+				t.Errorf("violations %q, want some: %v", v, tc.violation)
+			}
+			conns := s.Conns()
+			if len(conns) != 1 {
+				t.Fatalf("%d connections, want 1", len(conns))
+			}
+			if tc.o.ExpectPipelining {
+				want := []string{"EHLO", "MAIL", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA", "QUIT"}
+				if got := conns[0].Verbs(); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("commands %v, want %v", got, want)
+				}
+			}
+		})
+	}
+
+	t.Run("offered: RCPT refused but DATA answered 354", func(t *testing.T) {
+		t.Parallel()
+		user0 := testMessage(0).To[0]
+		s := startFault(t, faultOpts{
+			Ext: []string{"PIPELINING"},
+			OnCommand: func(c *fconn, verb, line string) bool {
+				switch {
+				case verb == "RCPT" && rcptTo(line) == user0:
+					c.Reply("550 5.1.1 <" + user0 + "> no such user")
+					return true
+				case verb == "DATA" && len(c.rcpts) == 0:
+					// Against RFC 2920 3.1, but servers do it.
+					c.Reply("354 go ahead")
+					m, err := c.ReadData()
+					if err != nil {
+						c.done = true
+						return true
+					}
+					c.s.mu.Lock()
+					c.s.received = append(c.s.received, m)
+					c.s.mu.Unlock()
+					c.resetTxn()
+					c.Reply("554 5.5.1 no valid recipients")
+					return true
+				}
+				return false
+			},
+		})
+		msgs := testMessages(2)
+		res, err := runJobs(t, faultPoolConfig(s), msgs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := res[0]
+		if r.Status != sender.Rejected || r.Attempts != 1 {
+			t.Errorf("job 0: %s after %d attempts, want rejected after 1 (%v)", r.Status, r.Attempts, r.Err)
+		}
+		want := sender.Reply{Code: 550, Enhanced: "5.1.1", Text: "<" + user0 + "> no such user"}
+		checkFinalReply(t, r, "RCPT TO", want, r.Delivery.Rcpt[0])
+		if r.Delivery.Data.Code != 0 && r.Delivery.Data.Code != 554 {
+			t.Errorf("job 0: data reply %+v", r.Delivery.Data)
+		}
+		if r.Delivery.Committed {
+			t.Errorf("job 0: Committed, but only a lone dot went out")
+		}
+		if res[1].Status != sender.Delivered || res[1].Attempts != 1 {
+			t.Errorf("job 1: %s after %d attempts, want delivered after 1", res[1].Status, res[1].Attempts)
+		}
+		var empty []*fmsg
+		for _, m := range s.Received() {
+			if len(m.To) == 0 {
+				empty = append(empty, m)
+			}
+		}
+		if len(empty) != 1 || string(empty[0].Raw) != ".\r\n" {
+			t.Errorf("server read %d envelope-less messages (%+v), want one lone dot", len(empty), empty)
+		}
+		checkLedger(t, s, msgs, res)
+		if len(s.Conns()) != 1 {
+			t.Errorf("%d connections, want 1: the connection stays in step", len(s.Conns()))
+		}
+	})
+}
+
+func TestFaultLocalLimits(t *testing.T) {
+	big := &sender.Message{
+		From: "big@example.com",
+		To:   []string{"big@example.org"},
+		Data: []byte("Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 98)+"\r\n", 50)),
+	}
+	utf8 := &sender.Message{
+		From: "intl@example.com",
+		To:   []string{"josé@example.org"},
+		Data: []byte("Subject: hola\r\n\r\nhola\r\n"),
+		UTF8: true,
+	}
+	eight := &sender.Message{
+		From: "eight@example.com",
+		To:   []string{"eight@example.org"},
+		Data: []byte("Subject: caf\xc3\xa9\r\n\r\ncaf\xc3\xa9\r\n"),
+	}
+	cases := []struct {
+		name     string
+		ext      []string
+		msg      *sender.Message
+		want     sender.Status
+		mailLine string // the MAIL line the server must see, when delivered
+	}{
+		{name: "SIZE 1000, 5000 octets", ext: []string{"SIZE 1000"}, msg: big, want: sender.Failed},
+		{name: "SIZE 10000, 5000 octets", ext: []string{"SIZE 10000"}, msg: big, want: sender.Delivered,
+			mailLine: fmt.Sprintf("MAIL FROM:<big@example.com> SIZE=%d", len(big.Data))},
+		{name: "non-ASCII local part, no SMTPUTF8", ext: []string{"8BITMIME"}, msg: utf8, want: sender.Failed},
+		{name: "non-ASCII local part, SMTPUTF8", ext: []string{"SMTPUTF8", "8BITMIME"}, msg: utf8, want: sender.Delivered,
+			mailLine: "MAIL FROM:<intl@example.com> SMTPUTF8"},
+		{name: "8-bit body, no 8BITMIME", msg: eight, want: sender.Failed},
+		{name: "8-bit body, 8BITMIME", ext: []string{"8BITMIME"}, msg: eight, want: sender.Delivered,
+			mailLine: "MAIL FROM:<eight@example.com> BODY=8BITMIME"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := startFault(t, faultOpts{Ext: tc.ext})
+			msgs := []*sender.Message{tc.msg, testMessage(1)}
+			res, err := runJobs(t, faultPoolConfig(s), msgs, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := res[0]
+			if r.Status != tc.want || r.Attempts != 1 {
+				t.Errorf("job 0: %s after %d attempts (%v), want %s after 1", r.Status, r.Attempts, r.Err, tc.want)
+			}
+			mails := s.CommandCount("MAIL FROM:<" + tc.msg.From + ">")
+			if tc.want == sender.Failed {
+				if _, ok := errorsAs[*sender.LocalError](r.Err); !ok {
+					t.Errorf("job 0: Err %v (%T), want a *sender.LocalError", r.Err, r.Err)
+				}
+				if mails != 0 {
+					t.Errorf("server saw %d MAIL for job 0, want none", mails)
+				}
+			} else {
+				if n := s.CommandCount(tc.mailLine); n != 1 || mails != 1 {
+					t.Errorf("server saw %d MAIL lines %q (%d MAIL for job 0), want 1: %q", n, tc.mailLine, mails, s.Conns()[0].Lines)
+				}
+			}
+			if res[1].Status != sender.Delivered {
+				t.Errorf("job 1: %s (%v), want delivered on the same connection", res[1].Status, res[1].Err)
+			}
+			if n := len(s.Conns()); n != 1 {
+				t.Errorf("%d connections, want 1: a local refusal keeps the connection", n)
+			}
+			checkLedger(t, s, msgs, res)
+			for _, m := range s.Accepted() {
+				if m.To[0] == tc.msg.To[0] && string(m.Data) != string(tc.msg.Data) {
+					t.Errorf("server got %q, want %q", m.Data, tc.msg.Data)
+				}
+			}
+		})
+	}
+}
+
+func TestFaultEHLO(t *testing.T) {
+	cases := []struct {
+		code     string
+		helo     bool
+		tls      sender.TLSMode
+		wantCode int   // of the *ReplyError Dial returns; 0: Dial succeeds
+		wantErr  error // or the error it wraps
+	}{
+		{code: "502 5.5.1 EHLO not implemented", helo: true, tls: sender.TLSOpportunistic},
+		{code: "500 5.5.2 what?", helo: true, tls: sender.TLSNone},
+		{code: "502 5.5.1 EHLO not implemented", helo: true, tls: sender.TLSRequired, wantErr: sender.ErrNoTLS},
+		{code: "421 4.3.2 busy", wantCode: 421, tls: sender.TLSOpportunistic},
+		{code: "451 4.3.0 try later", wantCode: 451, tls: sender.TLSOpportunistic},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s/tls=%s", tc.code, tc.tls), func(t *testing.T) {
+			s := startFault(t, faultOpts{OnCommand: func(c *fconn, verb, line string) bool {
+				if verb != "EHLO" {
+					return false
+				}
+				c.Reply(tc.code)
+				return true
+			}})
+			cfg := faultConfig(s)
+			cfg.TLS = tc.tls
+			c, err := sender.Dial(context.Background(), cfg, 1)
+			helos := s.CommandCount("HELO ")
+			switch {
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("Dial: %v, want %v", err, tc.wantErr)
+				}
+			case tc.wantCode != 0:
+				re, ok := errorsAs[*sender.ReplyError](err)
+				if !ok || re.Reply.Code != tc.wantCode {
+					t.Fatalf("Dial: %v, want a *ReplyError %d", err, tc.wantCode)
+				}
+			default:
+				if err != nil {
+					t.Fatalf("Dial: %v", err)
+				}
+				defer c.Close()
+				if h := c.Hello(); h.Code != 250 || h.Text != "fault.test" {
+					t.Errorf("Hello() %+v, want the HELO reply", h)
+				}
+				if len(c.Extensions()) != 0 {
+					t.Errorf("extensions %v after HELO, want none", c.Extensions())
+				}
+				if _, err := c.Send(context.Background(), testMessage(0), noCommit); err != nil {
+					t.Fatalf("Send after HELO: %v", err)
+				}
+				if n := len(s.Accepted()); n != 1 {
+					t.Errorf("server accepted %d, want 1", n)
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.helo]; helos != want {
+				t.Errorf("server saw %d HELO, want %d", helos, want)
+			}
+		})
+	}
+}
