@@ -1,10 +1,14 @@
 package sender_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -1258,4 +1262,227 @@ func TestFaultEHLO(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestFaultSTARTTLS(t *testing.T) {
+	srvTLS, roots := testCert()
+	trusting := &tls.Config{RootCAs: roots}
+
+	t.Run("required, not offered", func(t *testing.T) {
+		s := startFault(t, faultOpts{})
+		cfg := faultConfig(s)
+		cfg.TLS = sender.TLSRequired
+		if _, err := sender.Dial(context.Background(), cfg, 1); !errors.Is(err, sender.ErrNoTLS) {
+			t.Fatalf("Dial: %v, want ErrNoTLS", err)
+		}
+		pcfg := faultPoolConfig(s)
+		pcfg.Dial = cfg
+		res, err := runJobs(t, pcfg, testMessages(3), nil)
+		if !errors.Is(err, sender.ErrNoTLS) {
+			t.Errorf("Run: %v, want ErrNoTLS", err)
+		}
+		if len(res) != 0 {
+			t.Errorf("%d jobs reported, want none", len(res))
+		}
+		if n := s.CommandCount("MAIL"); n != 0 {
+			t.Errorf("server saw %d MAIL in plain text, want none", n)
+		}
+	})
+
+	for _, mode := range []sender.TLSMode{sender.TLSRequired, sender.TLSOpportunistic} {
+		t.Run("self-signed, verification on/tls="+mode.String(), func(t *testing.T) {
+			s := startFault(t, faultOpts{TLS: srvTLS})
+			cfg := faultConfig(s)
+			cfg.TLS = mode
+			_, err := sender.Dial(context.Background(), cfg, 1)
+			var ua x509.UnknownAuthorityError
+			if !errors.As(err, &ua) {
+				t.Fatalf("Dial: %v, want an unknown authority error", err)
+			}
+			if n := s.CommandCount("MAIL"); n != 0 {
+				t.Errorf("server saw %d MAIL, want none", n)
+			}
+		})
+	}
+
+	t.Run("trusted certificate", func(t *testing.T) {
+		s := startFault(t, faultOpts{TLS: srvTLS, Ext: []string{"PIPELINING"}})
+		cfg := faultConfig(s)
+		cfg.TLS = sender.TLSRequired
+		cfg.TLSConfig = trusting
+		c := dialFault(t, cfg)
+		if c.TLS() == nil {
+			t.Fatalf("TLS() nil after STARTTLS")
+		}
+		if _, ok := c.Extension("STARTTLS"); ok {
+			t.Errorf("extensions still list STARTTLS: EHLO not sent again after TLS")
+		}
+		d, err := c.Send(context.Background(), testMessage(0), noCommit)
+		if err != nil || d.Data.Code != 250 {
+			t.Fatalf("Send: %v %+v", err, d)
+		}
+		if err := c.Quit(); err != nil {
+			t.Errorf("Quit: %v", err)
+		}
+		conns := s.Conns()
+		if len(conns) != 1 || conns[0].EHLOs != 2 {
+			t.Fatalf("server saw %+v, want one connection with 2 EHLO", conns)
+		}
+		if got, want := fmt.Sprint(conns[0].Verbs()), "[EHLO STARTTLS EHLO MAIL RCPT DATA QUIT]"; got != want {
+			t.Errorf("commands %s, want %s", got, want)
+		}
+		if n := len(s.Accepted()); n != 1 {
+			t.Errorf("server accepted %d, want 1", n)
+		}
+	})
+
+	t.Run("reply injected with the 220", func(t *testing.T) {
+		s := startFault(t, faultOpts{TLS: srvTLS, OnCommand: on("STARTTLS", nil, func(c *fconn, _ string) {
+			c.Write("220 go ahead\r\n250 injected\r\n")
+			c.Stall()
+		})})
+		cfg := faultConfig(s)
+		cfg.TLS = sender.TLSRequired
+		cfg.TLSConfig = trusting
+		_, err := sender.Dial(context.Background(), cfg, 1)
+		if !errors.Is(err, sender.ErrStrayReply) {
+			t.Fatalf("Dial: %v, want ErrStrayReply", err)
+		}
+		if n := len(s.Conns()[0].Lines); n != 2 {
+			t.Errorf("server saw %q, want EHLO and STARTTLS only", s.Conns()[0].Lines)
+		}
+	})
+}
+
+func TestFaultAUTH(t *testing.T) {
+	const user, pass = "alice", "s3cret pass"
+	users := map[string]string{user: pass}
+	b64 := base64.StdEncoding.EncodeToString
+	secrets := []string{pass, b64([]byte(pass)), b64([]byte("\x00" + user + "\x00" + pass))}
+
+	// checkTrace checks that the trace has AUTH and that nothing the
+	// client sent during it is shown.
+	checkTrace := func(t *testing.T, trace, mech string) {
+		t.Helper()
+		for _, s := range secrets {
+			if strings.Contains(trace, s) {
+				t.Errorf("trace contains the secret %q:\n%s", s, trace)
+			}
+		}
+		want := "> AUTH " + mech
+		if mech == "PLAIN" {
+			want = "> AUTH PLAIN [redacted]"
+		}
+		if !strings.Contains(trace, want) {
+			t.Errorf("trace has no %q:\n%s", want, trace)
+		}
+		in := false
+		for _, line := range strings.Split(trace, "\n") {
+			f := strings.SplitN(line, " ", 4)
+			if len(f) < 4 {
+				continue
+			}
+			dir, text := f[2], f[3]
+			switch {
+			case dir == ">" && strings.HasPrefix(text, "AUTH "):
+				in = true
+			case dir == "<" && (strings.HasPrefix(text, "235") || strings.HasPrefix(text, "535")):
+				in = false
+			case in && dir == ">" && text != "[redacted]":
+				t.Errorf("trace shows %q during AUTH", text)
+			}
+		}
+	}
+
+	for _, mech := range []string{"PLAIN", "LOGIN", "CRAM-MD5", ""} {
+		t.Run("accepted/"+mech, func(t *testing.T) {
+			s := startFault(t, faultOpts{Users: users})
+			var trace bytes.Buffer
+			cfg := faultConfig(s)
+			cfg.Auth = &sender.Auth{Username: user, Password: pass, Mechanism: mech}
+			cfg.Trace = sender.NewTrace(&trace)
+			c := dialFault(t, cfg)
+			if d, err := c.Send(context.Background(), testMessage(0), noCommit); err != nil || d.Data.Code != 250 {
+				t.Fatalf("Send after AUTH: %v %+v", err, d)
+			}
+			if n := len(s.Accepted()); n != 1 {
+				t.Errorf("server accepted %d, want 1", n)
+			}
+			if mech == "" {
+				mech = "PLAIN"
+			}
+			checkTrace(t, trace.String(), mech)
+		})
+	}
+
+	for _, mech := range []string{"PLAIN", "LOGIN", "CRAM-MD5"} {
+		t.Run("refused/"+mech, func(t *testing.T) {
+			s := startFault(t, faultOpts{Users: map[string]string{user: "other"}})
+			var trace bytes.Buffer
+			cfg := faultConfig(s)
+			cfg.Auth = &sender.Auth{Username: user, Password: pass, Mechanism: mech}
+			cfg.Trace = sender.NewTrace(&trace)
+			_, err := sender.Dial(context.Background(), cfg, 1)
+			ae, ok := errorsAs[*sender.AuthError](err)
+			want := sender.Reply{Code: 535, Enhanced: "5.7.8", Text: "authentication credentials invalid"}
+			if !ok || ae.Reply != want || ae.Mechanism != mech {
+				t.Fatalf("Dial: %v, want a *AuthError %s %+v", err, mech, want)
+			}
+			for _, sec := range secrets {
+				if strings.Contains(err.Error(), sec) {
+					t.Errorf("error %q contains a secret", err)
+				}
+			}
+			checkTrace(t, trace.String(), mech)
+		})
+	}
+
+	t.Run("refused in a pool", func(t *testing.T) {
+		s := startFault(t, faultOpts{Users: map[string]string{user: "other"}})
+		cfg := faultPoolConfig(s)
+		cfg.Workers = 3
+		cfg.Dial.Auth = &sender.Auth{Username: user, Password: pass}
+		res, err := runJobs(t, cfg, testMessages(10), nil)
+		if _, ok := errorsAs[*sender.AuthError](err); !ok {
+			t.Fatalf("Run: %v, want a *AuthError", err)
+		}
+		if len(res) != 0 {
+			t.Errorf("%d jobs reported, want none: %v", len(res), res)
+		}
+		if n := s.CommandCount("MAIL"); n != 0 {
+			t.Errorf("server saw %d MAIL, want none", n)
+		}
+	})
+
+	t.Run("IsLoopback", func(t *testing.T) {
+		for addr, want := range map[string]bool{
+			"127.0.0.1:25": true, "[::1]:25": true, "localhost:25": true, "127.1.2.3:587": true,
+			"192.0.2.1:25": false, "[2001:db8::1]:25": false, "mail.example.com:25": false, "localhost.example.com:25": false,
+		} {
+			if got := sender.IsLoopback(addr); got != want {
+				t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+			}
+		}
+	})
+
+	t.Run("[::1] allowed in plain text", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "[::1]:0")
+		if err != nil {
+			t.Skipf("no IPv6 loopback: %v", err)
+		}
+		s := &faultServer{t: t, ln: ln, o: faultOpts{Users: users}, counters: map[string]int{}, signal: make(chan struct{}, 16), proceed: make(chan struct{}, 16)}
+		s.wg.Add(1)
+		go s.serve()
+		t.Cleanup(s.Close)
+		cfg := faultConfig(s)
+		cfg.Auth = &sender.Auth{Username: user, Password: pass}
+		c := dialFault(t, cfg)
+		if _, err := c.Send(context.Background(), testMessage(0), noCommit); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("plain text to a host that is not loopback", func(t *testing.T) {
+		t.Skip("needs a non-loopback peer; the refusal rests on IsLoopback, tested above")
+	})
 }
