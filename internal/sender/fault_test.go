@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/bulkmail/bulkmail/internal/sender"
 )
 
@@ -1484,5 +1486,235 @@ func TestFaultAUTH(t *testing.T) {
 
 	t.Run("plain text to a host that is not loopback", func(t *testing.T) {
 		t.Skip("needs a non-loopback peer; the refusal rests on IsLoopback, tested above")
+	})
+}
+
+// wireForm is what a receiver must get for data: NUL dropped, every lone
+// CR or LF made CRLF, and a final CRLF when the data does not end with one.
+func wireForm(data string) string {
+	s := strings.ReplaceAll(data, "\x00", "")
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	s = strings.ReplaceAll(s, "\r", "\n")
+	s = strings.ReplaceAll(s, "\n", "\r\n")
+	if s != "" && !strings.HasSuffix(s, "\r\n") {
+		s += "\r\n"
+	}
+	return s
+}
+
+// bareLineEnd finds a CR not followed by LF or an LF not preceded by CR.
+func bareLineEnd(b []byte) int {
+	for i, c := range b {
+		if c == '\r' && (i+1 == len(b) || b[i+1] != '\n') || c == '\n' && (i == 0 || b[i-1] != '\r') {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestFaultDotStuffing(t *testing.T) {
+	bodies := map[string]string{
+		"CRLF dot CRLF":        "Subject: a\r\n\r\nbefore\r\n.\r\nMAIL FROM:<evil@example.com>\r\nafter\r\n",
+		"LF dot LF":            "Subject: a\r\n\r\nbefore\n.\nMAIL FROM:<evil@example.com>\nafter\r\n",
+		"CR dot CRLF":          "Subject: a\r\n\r\nbefore\r.\r\nafter\r\n",
+		"LF dot CRLF":          "Subject: a\r\n\r\nbefore\n.\r\nafter\r\n",
+		"CRLF NUL dot CRLF":    "Subject: a\r\n\r\nbefore\r\n\x00.\r\nafter\r\n",
+		"CR dot CR":            "Subject: a\r\n\r\nbefore\r.\rafter\r\n",
+		"lone dot":             ".",
+		"lone dot line":        ".\r\n",
+		"two dots":             "..",
+		"three dots":           "...\r\n",
+		"dot lines":            "Subject: a\r\n\r\n.\r\n..\r\n...\r\n.x\r\n",
+		"QP soft break to dot": "Subject: a\r\n\r\nsoft=\r\n.break\r\n",
+		"no trailing newline":  "Subject: a\r\n\r\nno end",
+		"ends with a dot":      "Subject: a\r\n\r\nend\r\n.",
+		"empty":                "",
+	}
+	for name, body := range bodies {
+		for _, chunking := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/chunking=%v", name, chunking), func(t *testing.T) {
+				t.Parallel()
+				o := faultOpts{}
+				if chunking {
+					o.Ext = []string{"CHUNKING"}
+				}
+				s := startFault(t, o)
+				c := dialFault(t, faultConfig(s))
+				m := testMessage(0)
+				m.Data = []byte(body)
+				d, err := c.Send(context.Background(), m, noCommit)
+				if err != nil || d.Data.Code != 250 {
+					t.Fatalf("Send: %v %+v", err, d)
+				}
+				// A second message on the connection proves the first ended
+				// where it should and nothing was left over.
+				if d, err := c.Send(context.Background(), testMessage(1), noCommit); err != nil || d.Data.Code != 250 {
+					t.Fatalf("second Send: %v %+v", err, d)
+				}
+				got := s.Received()
+				if len(got) != 2 || len(s.Accepted()) != 2 {
+					t.Fatalf("server read %d messages and accepted %d, want 2 and 2", len(got), len(s.Accepted()))
+				}
+				want := wireForm(body)
+				if string(got[0].Data) != want {
+					t.Errorf("server got %q, want %q", got[0].Data, want)
+				}
+				if got[0].Chunked != chunking {
+					t.Errorf("chunked %v, want %v", got[0].Chunked, chunking)
+				}
+				raw := got[0].Raw
+				if i := bareLineEnd(raw); i >= 0 {
+					t.Errorf("bare CR or LF at %d on the wire: %q", i, raw)
+				}
+				if bytes.IndexByte(raw, 0) >= 0 {
+					t.Errorf("NUL on the wire: %q", raw)
+				}
+				if !chunking {
+					wire := "\r\n" + string(raw) // the CRLF of the DATA line
+					if n := strings.Count(wire, "\r\n.\r\n"); n != 1 || !strings.HasSuffix(wire, "\r\n.\r\n") {
+						t.Errorf("%d end-of-data sequences on the wire, want exactly one, at the end: %q", n, raw)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestFaultPoolConnections(t *testing.T) {
+	t.Run("MaxPerConnection 5, 23 messages", func(t *testing.T) {
+		t.Parallel()
+		for _, pipe := range []bool{false, true} {
+			o := faultOpts{}
+			if pipe {
+				o.Ext = []string{"PIPELINING"}
+			}
+			s := startFault(t, o)
+			cfg := faultPoolConfig(s)
+			cfg.MaxPerConnection = 5
+			msgs := testMessages(23)
+			res, err := runPool(t, cfg, msgs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range msgs {
+				if r := res[i]; r.Status != sender.Delivered || r.Attempts != 1 {
+					t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
+				}
+			}
+			checkLedger(t, s, msgs, res)
+			conns := s.Conns()
+			if len(conns) != 5 {
+				t.Errorf("pipelining=%v: %d connections, want 5", pipe, len(conns))
+			}
+			perConn := map[int]int{}
+			for _, m := range s.Accepted() {
+				perConn[m.Conn]++
+			}
+			for _, c := range conns {
+				if perConn[c.ID] > 5 || perConn[c.ID] == 0 {
+					t.Errorf("conn %d carried %d messages, want 1 to 5", c.ID, perConn[c.ID])
+				}
+				if !c.Quit {
+					t.Errorf("conn %d closed without QUIT: %v", c.ID, c.Verbs())
+				}
+			}
+		}
+	})
+
+	t.Run("421 at greeting beyond 2 connections", func(t *testing.T) {
+		t.Parallel()
+		s := startFault(t, faultOpts{OnConnect: func(c *fconn) bool {
+			if c.s.Open() <= 2 {
+				return false
+			}
+			c.Reply("421 4.7.0 fault.test too many connections from you")
+			c.Close()
+			return true
+		}})
+		cfg := faultPoolConfig(s)
+		cfg.Workers = 6
+		cfg.MaxErrors = 0 // the default
+		msgs := testMessages(40)
+		res, err := runPool(t, cfg, msgs)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		for i := range msgs {
+			if r := res[i]; r.Status != sender.Delivered {
+				t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
+			}
+		}
+		checkLedger(t, s, msgs, res)
+		if len(s.Accepted()) != len(msgs) {
+			t.Errorf("server accepted %d, want %d", len(s.Accepted()), len(msgs))
+		}
+	})
+
+	t.Run("circuit breaker: every connection closed at once", func(t *testing.T) {
+		t.Parallel()
+		s := startFault(t, faultOpts{OnConnect: func(c *fconn) bool { c.Close(); return true }})
+		cfg := faultPoolConfig(s)
+		cfg.Workers = 3
+		cfg.MaxErrors = 3
+		start := time.Now()
+		res, err := runJobs(t, cfg, testMessages(20), nil)
+		if be, ok := errorsAs[*sender.BreakerError](err); !ok || be.Failures < 3 {
+			t.Fatalf("Run: %v, want a *BreakerError after 3 failures", err)
+		}
+		if len(res) != 0 {
+			t.Errorf("%d jobs reported, want none: %v", len(res), res)
+		}
+		if el := time.Since(start); el > 3*time.Second {
+			t.Errorf("took %v to stop", el)
+		}
+	})
+
+	t.Run("circuit breaker: nothing listening", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		cfg := sender.PoolConfig{
+			Dial:      sender.Config{Addr: addr, TLS: sender.TLSNone, Timeouts: quickTimeouts()},
+			Workers:   2,
+			Retries:   2,
+			RetryWait: 10 * time.Millisecond, RetryMaxWait: 50 * time.Millisecond,
+			MaxErrors: 3,
+		}
+		start := time.Now()
+		res, err := runJobs(t, cfg, testMessages(10), nil)
+		if _, ok := errorsAs[*sender.BreakerError](err); !ok {
+			t.Fatalf("Run: %v, want a *BreakerError", err)
+		}
+		for id, r := range res {
+			if r.Status == sender.Delivered {
+				t.Errorf("job %d reported delivered", id)
+			}
+		}
+		if el := time.Since(start); el > 3*time.Second {
+			t.Errorf("took %v to stop", el)
+		}
+	})
+
+	t.Run("shared rate limiter", func(t *testing.T) {
+		t.Parallel()
+		s := startFault(t, faultOpts{Ext: []string{"PIPELINING"}})
+		cfg := faultPoolConfig(s)
+		cfg.Workers = 3
+		cfg.Limiter = rate.NewLimiter(rate.Limit(1e6), 1)
+		msgs := testMessages(20)
+		res, err := runPool(t, cfg, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range msgs {
+			if res[i].Status != sender.Delivered {
+				t.Errorf("job %d: %s (%v)", i, res[i].Status, res[i].Err)
+			}
+		}
+		checkLedger(t, s, msgs, res)
 	})
 }
