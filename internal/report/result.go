@@ -179,6 +179,11 @@ func (r *Result) Write(o Outcome, values []string) error {
 			code(o.Data.Code), o.Data.Enhanced, o.Data.Text,
 			strconv.Itoa(o.Attempts), o.MessageID, o.Error)
 		rec = append(rec, values...)
+		// Every line gets as many fields as the header, which strict CSV
+		// readers require; a short list row is padded with empty cells.
+		for len(rec) < len(r.header) {
+			rec = append(rec, "")
+		}
 		for i := range rec {
 			rec[i] = csvCell(rec[i])
 		}
@@ -315,14 +320,28 @@ func xlsxCode(c int) any {
 // character that starts a formula (or a tab or CR, which some spreadsheets
 // strip before looking) gets a leading single quote, so that it is shown as
 // text (CWE-1236). Reply texts come from servers, values from the list: both
-// are untrusted.
+// are untrusted. A cell that already begins with a quote gets another, so
+// that csvUncell can undo the escape exactly.
 func csvCell(s string) string {
 	if s == "" {
 		return s
 	}
 	switch s[0] {
-	case '=', '+', '-', '@', '\t', '\r':
+	case '=', '+', '-', '@', '\t', '\r', '\'':
 		return "'" + s
+	}
+	return s
+}
+
+// csvUncell undoes csvCell.
+func csvUncell(s string) string {
+	if len(s) > 1 {
+		switch s[1] {
+		case '=', '+', '-', '@', '\t', '\r', '\'':
+			if s[0] == '\'' {
+				return s[1:]
+			}
+		}
 	}
 	return s
 }
