@@ -80,6 +80,11 @@ func TestJournalConcurrentRecordReopen(t *testing.T) {
 					errs <- err
 					return
 				}
+				// A recorded row reads back at once, while others write.
+				if got, ok := j.Last(row); !ok || !reflect.DeepEqual(got, o) {
+					errs <- fmt.Errorf("Last(%d) during writes: got %+v, want %+v", row, got, o)
+					return
+				}
 			}
 		}()
 	}
