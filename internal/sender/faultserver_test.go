@@ -46,6 +46,9 @@ type faultServer struct {
 	closed   bool
 	signal   chan struct{}
 	proceed  chan struct{}
+	closing  chan struct{}
+
+	closeOnce sync.Once
 }
 
 // faultOpts scripts a faultServer. Hooks run on the connection's goroutine.
@@ -120,7 +123,13 @@ func startFault(t *testing.T, o faultOpts) *faultServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &faultServer{t: t, ln: ln, o: o, counters: map[string]int{}, signal: make(chan struct{}, 16), proceed: make(chan struct{}, 16)}
+	return serveFault(t, ln, o)
+}
+
+// serveFault serves o on ln until the test ends.
+func serveFault(t *testing.T, ln net.Listener, o faultOpts) *faultServer {
+	s := &faultServer{t: t, ln: ln, o: o, counters: map[string]int{},
+		signal: make(chan struct{}, 16), proceed: make(chan struct{}, 16), closing: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve()
 	t.Cleanup(s.Close)
@@ -131,6 +140,7 @@ func (s *faultServer) Addr() string { return s.ln.Addr().String() }
 
 // Close stops accepting, closes every connection and waits for them.
 func (s *faultServer) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
 	s.ln.Close()
 	s.mu.Lock()
 	s.closed = true
@@ -340,6 +350,13 @@ func (c *fconn) GiveUp() {
 	c.mark = len(c.lines)
 	c.s.mu.Unlock()
 	c.Stall()
+}
+
+// Freeze stops reading and answering until the test ends: the client's
+// writes fill the TCP buffers and then block.
+func (c *fconn) Freeze() {
+	c.done = true
+	<-c.s.closing
 }
 
 // Stall answers nothing more: it records what the client sends until the
