@@ -214,6 +214,17 @@ func (r *Result) Write(o Outcome, values []string) error {
 	return nil
 }
 
+// Counts returns how many rows of each status have been written so far,
+// for a caller that wants to print a summary (a CSV result has no summary
+// sheet).
+func (r *Result) Counts() map[Status]int {
+	m := make(map[Status]int, len(statuses))
+	for i, st := range statuses {
+		m[st] = r.sum.status[i]
+	}
+	return m
+}
+
 // Close finishes the file (for XLSX, with the summary sheet), syncs it and
 // renames it over the result path. On failure the temporary file is removed
 // and an older result file is left as it was.
