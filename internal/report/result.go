@@ -16,7 +16,7 @@ import (
 )
 
 // FixedColumns are the columns every result file starts with, before the
-// list's own columns.
+// list's own columns. Callers must not modify it.
 var FixedColumns = []string{
 	"row", "email", "status",
 	"rcpt_code", "rcpt_enhanced", "rcpt_text",
@@ -41,7 +41,7 @@ func resultSheetName(n int) string {
 
 // Result is a result file being written. Rows go to a temporary file that
 // Close renames into place; until then an older file at the same path is
-// untouched.
+// untouched. A Result is written by one goroutine: rows come in list order.
 type Result struct {
 	path   string
 	tmp    *os.File
