@@ -1,6 +1,7 @@
 package sender_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -233,8 +234,7 @@ func dataFor(addr string, act func(c *fconn, m *fmsg)) func(c *fconn, m *fmsg) b
 // give421 answers 421 and gives up on the connection, recording anything
 // the client still sends.
 func give421(c *fconn, _ string) {
-	c.Reply("421 4.3.2 fault.test shutting down")
-	c.GiveUp()
+	c.GiveUp("421 4.3.2 fault.test shutting down")
 }
 
 // noMailAfterGiveUp checks that the client started no transaction on a
@@ -301,32 +301,28 @@ func poolFaults() []poolFault {
 		{
 			name: "mismatched multi-line codes to RCPT",
 			o: faultOpts{OnCommand: on("RCPT", nil, func(c *fconn, line string) {
-				c.Reply("250-2.1.5 <"+rcptTo(line)+"> x", "421 4.3.0 y")
-				c.GiveUp()
+				c.GiveUp("250-2.1.5 <"+rcptTo(line)+"> x", "421 4.3.0 y")
 			})},
 			want: map[int]want{0: {sender.Delivered, 2}},
 		},
 		{
 			name: "malformed code 2x0 to MAIL",
 			o: faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, line string) {
-				c.Reply("2x0 ok")
-				c.GiveUp()
+				c.GiveUp("2x0 ok")
 			})},
 			want: map[int]want{0: {sender.Delivered, 2}},
 		},
 		{
 			name: "malformed code 600 to RCPT",
 			o: faultOpts{OnCommand: on("RCPT", nil, func(c *fconn, line string) {
-				c.Reply("600 x")
-				c.GiveUp()
+				c.GiveUp("600 x")
 			})},
 			want: map[int]want{0: {sender.Delivered, 2}},
 		},
 		{
 			name: "malformed code 99 to end of data",
 			o: faultOpts{OnData: firstData(func(c *fconn, m *fmsg) {
-				c.Reply("99 short")
-				c.GiveUp()
+				c.GiveUp("99 short")
 			})},
 			// The data went out and the reply is garbage: it may have
 			// been delivered.
@@ -593,7 +589,7 @@ func poolFaults() []poolFault {
 			bug: "a 3xx reply to MAIL FROM is taken as success (send.go sendSequential: `!r.Positive()` after MAIL; " +
 				"sendPipelined: no class check after `transactionError(c.check(\"MAIL FROM\", r))`); it is out of step and " +
 				"must be a *ProtocolError wrapping ErrUnexpectedReply, like a 3xx to RCPT",
-			o:    faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, _ string) { c.Reply("354 go ahead"); c.GiveUp() })},
+			o:    faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, _ string) { c.GiveUp("354 go ahead") })},
 			cfg:  func(cfg *sender.PoolConfig) { cfg.Dial.Timeouts.Rcpt = 500 * time.Millisecond },
 			want: map[int]want{0: {sender.Delivered, 2}},
 			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
@@ -608,7 +604,7 @@ func poolFaults() []poolFault {
 			bug: "a 3xx reply to RSET is taken as success (send.go sendSequential: `c.cmd(t.Command, \"RSET\", ...)` " +
 				"and sendPipelined: `c.check(\"RSET\", r)` accept any 2xx/3xx); anything but 2xx to RSET must go " +
 				"through rsetFailed as ErrUnexpectedReply",
-			o:    faultOpts{OnCommand: on("RSET", nil, func(c *fconn, _ string) { c.Reply("354 go ahead"); c.GiveUp() })},
+			o:    faultOpts{OnCommand: on("RSET", nil, func(c *fconn, _ string) { c.GiveUp("354 go ahead") })},
 			cfg:  func(cfg *sender.PoolConfig) { cfg.Dial.Timeouts.Mail = 500 * time.Millisecond },
 			want: map[int]want{1: {sender.Delivered, 2}},
 			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
@@ -654,6 +650,48 @@ func poolFaults() []poolFault {
 				}
 				if r.Err == nil || !strings.Contains(r.Err.Error(), "recipient 2") {
 					t.Errorf("job 1: Err %v, want a note that recipient 2 was refused", r.Err)
+				}
+			},
+		},
+		{
+			name: "close after BDAT LAST before the reply",
+			o:    faultOpts{Ext: []string{"CHUNKING"}, OnData: firstData(func(c *fconn, m *fmsg) { c.Close() })},
+			want: map[int]want{0: {sender.InDoubt, 1}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				if n := len(s.Received()); n != 3 || !s.Received()[0].Chunked {
+					t.Errorf("server read %d messages, want 3 with BDAT", n)
+				}
+			},
+		},
+		{
+			name: "421 to BDAT LAST",
+			o:    faultOpts{Ext: []string{"CHUNKING"}, OnData: firstData(func(c *fconn, m *fmsg) { give421(c, "") })},
+			want: map[int]want{0: {sender.Delivered, 2}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				noMailAfterGiveUp(t, s, res)
+			},
+		},
+		{
+			name: "451 to BDAT LAST once",
+			o: faultOpts{Ext: []string{"CHUNKING"}, OnData: firstData(func(c *fconn, m *fmsg) {
+				c.Reply("451 4.3.0 try again later")
+			})},
+			want: map[int]want{0: {sender.Delivered, 2}},
+		},
+		{
+			name: "Gmail 421 at the greeting once",
+			o: faultOpts{OnConnect: func(c *fconn) bool {
+				if c.ID != 1 {
+					return false
+				}
+				c.Reply("421-4.7.0 [127.0.0.1] Try again later, closing connection.",
+					"421 4.7.0 For more information, go to the help center.")
+				c.Close()
+				return true
+			}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				if n := len(s.Conns()); n != 2 {
+					t.Errorf("%d connections, want 2", n)
 				}
 			},
 		},
@@ -916,12 +954,13 @@ func TestFaultReplies(t *testing.T) {
 		{"600", "600 x"},
 		{"99", "99 short"},
 		{"no separator", "250x ok"},
+		{"line over 8192 octets", "250 " + strings.Repeat("x", 9000)},
+		{"over 1000 lines", strings.Repeat("250-x\r\n", 1001) + "250 x"},
 	}
 	for _, m := range malformed {
 		t.Run("malformed reply to MAIL: "+m.name, func(t *testing.T) {
 			s := startFault(t, faultOpts{OnCommand: on("MAIL", nil, func(c *fconn, _ string) {
-				c.Write(m.reply + "\r\n")
-				c.GiveUp()
+				c.GiveUp(m.reply)
 			})})
 			c := dialFault(t, faultConfig(s))
 			_, err := c.Send(context.Background(), testMessage(0), noCommit)
@@ -1987,4 +2026,94 @@ func TestFaultSizeDeclared(t *testing.T) {
 	if n := s.CommandCount(want); n != 1 {
 		t.Errorf("server saw %q, want %q", s.Conns()[0].Lines[1], want)
 	}
+}
+
+func TestFaultCommitError(t *testing.T) {
+	for _, chunking := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunking=%v", chunking), func(t *testing.T) {
+			o := faultOpts{}
+			if chunking {
+				o.Ext = []string{"CHUNKING"}
+			}
+			s := startFault(t, o)
+			cfg := faultPoolConfig(s)
+			journal := errors.New("journal: disk full")
+			cfg.Commit = func(j *sender.Job, attempt int) error {
+				if j.ID == 1 {
+					return journal
+				}
+				return nil
+			}
+			msgs := testMessages(3)
+			res, err := runJobs(t, cfg, msgs, nil)
+			if !errors.Is(err, journal) {
+				t.Fatalf("Run: %v, want the commit error", err)
+			}
+			if _, ok := res[1]; ok {
+				t.Errorf("job 1 reported: %+v", res[1])
+			}
+			if _, ok := res[2]; ok {
+				t.Errorf("job 2 reported after the run stopped: %+v", res[2])
+			}
+			if r := res[0]; r.Status != sender.Delivered {
+				t.Errorf("job 0: %s, want delivered", r.Status)
+			}
+			// The server never got the end of job 1's data.
+			if n := len(s.Received()); n != 1 {
+				t.Errorf("server read %d messages in full, want 1", n)
+			}
+		})
+	}
+}
+
+func TestFaultImplicitTLS(t *testing.T) {
+	srvTLS, roots := testCert()
+	implicit := func(stall bool) faultOpts {
+		return faultOpts{OnConnect: func(c *fconn) bool {
+			if stall {
+				c.Freeze()
+				return true
+			}
+			tc := tls.Server(c.nc, srvTLS)
+			if err := tc.Handshake(); err != nil {
+				c.Close()
+				return true
+			}
+			c.nc, c.r, c.tls = tc, bufio.NewReader(tc), true
+			c.Reply("220 fault.test ESMTP over TLS")
+			return true
+		}}
+	}
+	t.Run("handshake", func(t *testing.T) {
+		s := startFault(t, implicit(false))
+		cfg := faultConfig(s)
+		cfg.ImplicitTLS = true
+		cfg.TLS = sender.TLSRequired
+		cfg.TLSConfig = &tls.Config{RootCAs: roots}
+		c := dialFault(t, cfg)
+		if c.TLS() == nil {
+			t.Fatalf("TLS() nil")
+		}
+		if d, err := c.Send(context.Background(), testMessage(0), noCommit); err != nil || d.Data.Code != 250 {
+			t.Fatalf("Send: %v %+v", err, d)
+		}
+		if got := fmt.Sprint(s.Conns()[0].Verbs()); got != "[EHLO MAIL RCPT DATA]" {
+			t.Errorf("commands %s, want no STARTTLS", got)
+		}
+	})
+	t.Run("handshake stall", func(t *testing.T) {
+		s := startFault(t, implicit(true))
+		cfg := faultConfig(s)
+		cfg.ImplicitTLS = true
+		cfg.TLSConfig = &tls.Config{RootCAs: roots}
+		cfg.Timeouts.Connect = 300 * time.Millisecond
+		start := time.Now()
+		_, err := sender.Dial(context.Background(), cfg, 1)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "TLS handshake") {
+			t.Fatalf("Dial: %v, want a TLS handshake timeout", err)
+		}
+		if el := time.Since(start); el > 1500*time.Millisecond {
+			t.Errorf("took %v", el)
+		}
+	})
 }

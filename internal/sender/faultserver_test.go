@@ -342,13 +342,18 @@ func (c *fconn) Reset() {
 	c.nc.Close()
 }
 
-// GiveUp marks the point where the server stopped serving (after a 421
-// it sent): every line read later is recorded, nothing is answered, until
-// the client closes. A well-behaved client sends nothing more.
-func (c *fconn) GiveUp() {
+// GiveUp sends its last reply lines (a 421, or garbage), then answers
+// nothing more: every line read later is recorded after a mark, until the
+// client closes. A well-behaved client starts nothing new. The mark is set
+// before the reply goes out, so a test never sees the client's reaction
+// without it.
+func (c *fconn) GiveUp(lines ...string) {
 	c.s.mu.Lock()
 	c.mark = len(c.lines)
 	c.s.mu.Unlock()
+	if len(lines) > 0 {
+		c.Reply(lines...)
+	}
 	c.Stall()
 }
 
