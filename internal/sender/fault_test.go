@@ -1748,6 +1748,12 @@ func TestFaultDotStuffing(t *testing.T) {
 	}
 }
 
+const greetingRaceBug = "with 6 workers against a server that answers 421 at the greeting beyond 2 connections, " +
+	"the refusals that arrive while the 2 accepted connections are still in EHLO count as connection failures " +
+	"(pool.go work(): p.live is raised only after Dial returns, so `p.live.Load() > 0` is false and connFailed runs), " +
+	"so MaxErrors 3 trips the breaker and the run fails (about half the runs); a refusal at the greeting while " +
+	"other connections are open or being dialled must give the job back and not count toward the breaker"
+
 func TestFaultPoolConnections(t *testing.T) {
 	t.Run("MaxPerConnection 5, 23 messages", func(t *testing.T) {
 		t.Parallel()
@@ -1802,6 +1808,38 @@ func TestFaultPoolConnections(t *testing.T) {
 		cfg := faultPoolConfig(s)
 		cfg.Workers = 6
 		cfg.MaxErrors = 0 // the default
+		msgs := testMessages(40)
+		res, err := runPool(t, cfg, msgs)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		for i := range msgs {
+			if r := res[i]; r.Status != sender.Delivered {
+				t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
+			}
+		}
+		checkLedger(t, s, msgs, res)
+		if len(s.Accepted()) != len(msgs) {
+			t.Errorf("server accepted %d, want %d", len(s.Accepted()), len(msgs))
+		}
+	})
+
+	t.Run("421 at greeting beyond 2 connections, MaxErrors 3", func(t *testing.T) {
+		t.Parallel()
+		if !runBugs {
+			t.Skip("BUG: " + greetingRaceBug)
+		}
+		s := startFault(t, faultOpts{OnConnect: func(c *fconn) bool {
+			if c.s.Open() <= 2 {
+				return false
+			}
+			c.Reply("421 4.7.0 fault.test too many connections from you")
+			c.Close()
+			return true
+		}})
+		cfg := faultPoolConfig(s)
+		cfg.Workers = 6
+		cfg.MaxErrors = 3
 		msgs := testMessages(40)
 		res, err := runPool(t, cfg, msgs)
 		if err != nil {
