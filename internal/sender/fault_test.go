@@ -2155,3 +2155,48 @@ func TestFaultImplicitTLS(t *testing.T) {
 		}
 	})
 }
+
+func TestFaultDialCancel(t *testing.T) {
+	srvTLS, roots := testCert()
+	for _, stage := range []string{"EHLO before TLS", "EHLO after TLS"} {
+		t.Run(stage, func(t *testing.T) {
+			afterTLS := stage == "EHLO after TLS"
+			s := startFault(t, faultOpts{TLS: srvTLS, OnCommand: func(c *fconn, verb, _ string) bool {
+				if verb != "EHLO" || c.tls != afterTLS {
+					return false
+				}
+				c.s.Signal()
+				c.Stall()
+				return true
+			}})
+			cfg := faultConfig(s)
+			cfg.TLS = sender.TLSRequired
+			cfg.TLSConfig = &tls.Config{RootCAs: roots}
+			cfg.Timeouts.Command = 20 * time.Second
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() {
+				c, err := sender.Dial(ctx, cfg, 1)
+				if c != nil {
+					c.Close()
+				}
+				errc <- err
+			}()
+			s.WaitSignal(t)
+			start := time.Now()
+			cancel()
+			select {
+			case err := <-errc:
+				if err == nil {
+					t.Fatalf("Dial succeeded after its context ended")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("Dial did not return after its context ended")
+			}
+			if el := time.Since(start); el > 2*time.Second {
+				t.Errorf("Dial took %v to notice the cancellation", el)
+			}
+		})
+	}
+}
