@@ -695,6 +695,45 @@ func poolFaults() []poolFault {
 				}
 			},
 		},
+		{
+			name: "stray reply after the first RCPT's, second RCPT refused",
+			bug: "a reply the server sent in the same write as the first RCPT's is read as the second RCPT's reply, " +
+				"and the second RCPT's 550 is read as the reply to DATA: the row is reported rejected by \"end of data\" " +
+				"and the server is left in DATA mode. send.go: before writing the next command (cmd, and before DATA " +
+				"after a pipelined group) check c.text.R.Buffered() > 0 and fail with ErrStrayReply",
+			msgs: func() []*sender.Message {
+				m := testMessages(3)
+				m[0].To = append(m[0].To, "bad@example.org")
+				return m
+			},
+			o: faultOpts{OnCommand: func(c *fconn, verb, line string) bool {
+				if verb != "RCPT" {
+					return false
+				}
+				to := rcptTo(line)
+				switch {
+				case to == "bad@example.org":
+					c.Reply("550 5.1.1 <" + to + "> no such user")
+				case to == user0 && c.s.Count("stray") == 1:
+					c.rcpts = append(c.rcpts, to)
+					c.Reply("250 2.1.5 <"+to+"> recipient ok", "250 stray")
+				default:
+					return false
+				}
+				return true
+			}},
+			strays: true,
+			want:   map[int]want{0: {sender.Delivered, 2}},
+			check: func(t *testing.T, s *faultServer, res map[int]sender.Result) {
+				r := res[0]
+				if got := r.Delivery.Rcpt; len(got) != 2 || got[1].Code != 550 {
+					t.Errorf("job 0: RCPT replies %+v, want 550 for the second", got)
+				}
+				if r.Err == nil || !strings.Contains(r.Err.Error(), "recipient 2") {
+					t.Errorf("job 0: Err %v, want a note that recipient 2 was refused", r.Err)
+				}
+			},
+		},
 	}
 }
 
