@@ -136,6 +136,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Close stops the server and closes every connection.
 func (s *Server) Close() error {
 	err := s.srv.Close()
+	// go-smtp closes only the listeners Serve has registered; one that
+	// Serve has not reached yet is closed here, or Serve would block.
+	s.ln.Close()
 	<-s.done
 	if errors.Is(err, smtp.ErrServerClosed) {
 		err = nil

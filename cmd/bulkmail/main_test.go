@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xuri/excelize/v2"
+
+	"github.com/bulkmail/bulkmail/internal/capture"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// testEnv gives stable dates and Message-IDs.
+func testEnv() *environment {
+	n := 0
+	return &environment{
+		now:      func() time.Time { return time.Date(2026, 11, 25, 9, 30, 0, 0, time.UTC) },
+		hostname: "test.invalid",
+		messageID: func() string {
+			n++
+			return fmt.Sprintf("<test-%d@test.invalid>", n)
+		},
+		getenv: func(string) string { return "" },
+	}
+}
+
+// runCLI runs bulkmail in-process and returns its exit status and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := runWith(ctx, args, &stdout, &stderr, testEnv())
+	code := exitOK
+	if err != nil {
+		var ee *exitError
+		code = exitAborted
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		fmt.Fprintf(&stderr, "error: %v\n", err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func startCapture(t *testing.T, cfg capture.Config) *capture.Server {
+	t.Helper()
+	srv, err := capture.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// writeList writes a CSV list of n rows: user<i>@example.org.
+func writeList(t *testing.T, dir string, n int) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("Email,Name,Plan\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "user%d@example.org,Ünïcode User %d,plan-%d\n", i, i, i%3)
+	}
+	path := filepath.Join(dir, "list.csv")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const testTemplate = `From: Sender <sender@example.com>
+To: {{.name}} <{{.email}}>
+Subject: Hello {{.name}}
+
+Dear {{.name}}, your plan is {{.plan}}.
+`
+
+func writeFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// readResult returns the result sheet as maps from column name to value.
+func readResult(t *testing.T, path string) []map[string]string {
+	t.Helper()
+	f, err := excelize.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := f.GetRows("results")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) == 0 {
+		t.Fatal("result file has no header")
+	}
+	var out []map[string]string
+	for _, r := range rows[1:] {
+		m := map[string]string{}
+		for i, h := range rows[0] {
+			if i < len(r) {
+				m[h] = r[i]
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestSendDeliversEveryRowOnceOverReusedConnections(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	const n = 300
+	list := writeList(t, dir, n)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	result := filepath.Join(dir, "results.xlsx")
+
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl,
+		"--workers", "4", "--result", result)
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+
+	got := srv.Messages()
+	if len(got) != n {
+		t.Fatalf("server received %d messages, want %d", len(got), n)
+	}
+	queueID := map[string]string{}
+	for _, m := range got {
+		if _, dup := queueID[m.To[0]]; dup {
+			t.Errorf("%s received twice", m.To[0])
+		}
+		queueID[m.To[0]] = m.QueueID
+	}
+	if c := len(srv.Conns()); c > 4 {
+		t.Errorf("server saw %d connections, want at most 4", c)
+	}
+	for _, c := range srv.Conns() {
+		mails := 0
+		for i, v := range c.Commands {
+			if v == "MAIL" {
+				mails++
+				if mails > 1 && c.Commands[i-1] != "RSET" {
+					t.Fatalf("connection %d: MAIL not preceded by RSET: %v", c.ID, c.Commands)
+				}
+			}
+		}
+	}
+
+	rows := readResult(t, result)
+	if len(rows) != n {
+		t.Fatalf("result has %d rows, want %d", len(rows), n)
+	}
+	for i, r := range rows {
+		wantRow := strconv.Itoa(i + 2)
+		wantEmail := fmt.Sprintf("user%d@example.org", i+1)
+		if r["row"] != wantRow || r["email"] != wantEmail {
+			t.Fatalf("result row %d: got row %q email %q, want %q %q", i, r["row"], r["email"], wantRow, wantEmail)
+		}
+		if r["status"] != "delivered" || r["rcpt_code"] != "250" || r["data_code"] != "250" || r["data_enhanced"] != "2.0.0" {
+			t.Errorf("row %s: got %v", wantRow, r)
+		}
+		if want := "Ok: queued as " + queueID[wantEmail]; r["data_text"] != want {
+			t.Errorf("row %s: data_text %q, want %q", wantRow, r["data_text"], want)
+		}
+		if r["Name"] != fmt.Sprintf("Ünïcode User %d", i+1) {
+			t.Errorf("row %s: list column Name = %q", wantRow, r["Name"])
+		}
+	}
+}
+
+func TestSendRecordsRefusalsOnTheRightRows(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{
+		KeepInMemory: true,
+		Rcpt: func(to string) *capture.Reply {
+			// The reply text echoes the address: a reply on the wrong row
+			// shows at once.
+			switch {
+			case strings.HasPrefix(to, "user3@"), strings.HasPrefix(to, "user7@"):
+				return &capture.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such user " + to}
+			case strings.HasPrefix(to, "user5@"):
+				return &capture.Reply{Code: 450, Enhanced: "4.2.1", Text: "mailbox busy " + to}
+			}
+			return nil
+		},
+	})
+	list := writeList(t, dir, 10)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	result := filepath.Join(dir, "results.xlsx")
+
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl,
+		"--result", result, "--retries", "1", "--retry-wait", "10ms", "--retry-max-wait", "20ms")
+	if code != exitUndelivered {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUndelivered, stderr)
+	}
+	if got := len(srv.Messages()); got != 7 {
+		t.Errorf("server accepted %d messages, want 7", got)
+	}
+	tests := []struct {
+		user                       int
+		status, code, enh, text, a string
+	}{
+		{1, "delivered", "250", "2.0.0", "", "1"},
+		{3, "rejected", "550", "5.1.1", "no such user user3@example.org", "1"},
+		{5, "deferred", "450", "4.2.1", "mailbox busy user5@example.org", "2"},
+		{7, "rejected", "550", "5.1.1", "no such user user7@example.org", "1"},
+	}
+	rows := readResult(t, result)
+	for _, tt := range tests {
+		r := rows[tt.user-1]
+		if r["email"] != fmt.Sprintf("user%d@example.org", tt.user) {
+			t.Fatalf("row order: got %q", r["email"])
+		}
+		if r["status"] != tt.status || r["attempts"] != tt.a {
+			t.Errorf("user%d: status %q attempts %q, want %q %q", tt.user, r["status"], r["attempts"], tt.status, tt.a)
+		}
+		if tt.status == "delivered" {
+			continue
+		}
+		if r["rcpt_code"] != tt.code || r["rcpt_enhanced"] != tt.enh || r["rcpt_text"] != tt.text {
+			t.Errorf("user%d: rcpt %q %q %q, want %q %q %q", tt.user, r["rcpt_code"], r["rcpt_enhanced"], r["rcpt_text"], tt.code, tt.enh, tt.text)
+		}
+	}
+}
+
+func TestSendMissingColumnStopsBeforeSending(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{})
+	list := writeList(t, dir, 3)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: a@example.com\nTo: {{.email}}\nSubject: {{.coupon}}\n\nhi\n")
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl,
+		"--result", filepath.Join(dir, "r.xlsx"))
+	if code != exitUsage {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, stderr)
+	}
+	if !strings.Contains(stderr, `"coupon"`) {
+		t.Errorf("stderr does not name the missing column:\n%s", stderr)
+	}
+	if c := len(srv.Conns()); c != 0 {
+		t.Errorf("server saw %d connections, want 0", c)
+	}
+}
+
+func TestSendDefaultUsesCaptureServer(t *testing.T) {
+	dir := t.TempDir()
+	list := writeList(t, dir, 5)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	outbox := filepath.Join(dir, "outbox")
+	code, _, stderr := runCLI(t, "send", "--list", list, "--template", tmpl,
+		"--result", filepath.Join(dir, "r.xlsx"), "--outbox", outbox)
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "nothing leaves this machine") {
+		t.Errorf("stderr does not say nothing left the machine:\n%s", stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(outbox, "*.eml"))
+	if len(files) != 5 {
+		t.Errorf("outbox has %d .eml files, want 5", len(files))
+	}
+	// A second run resumes from the journal and sends nothing.
+	code, _, stderr = runCLI(t, "send", "--list", list, "--template", tmpl,
+		"--result", filepath.Join(dir, "r.xlsx"), "--outbox", outbox)
+	if code != exitOK {
+		t.Fatalf("second run: exit %d; stderr:\n%s", code, stderr)
+	}
+	files, _ = filepath.Glob(filepath.Join(outbox, "*.eml"))
+	if len(files) != 5 {
+		t.Errorf("after a second run the outbox has %d .eml files, want still 5", len(files))
+	}
+}
+
+func TestPreviewGolden(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "preview", "--list", "../../samples/recipients.csv",
+		"--template", "../../templates/welcome.tmpl", "--limit", "2")
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	golden := filepath.Join("testdata", "preview-welcome.golden")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		writeFile(t, golden, stdout)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout != string(want) {
+		t.Errorf("preview output differs from %s (run with -update to accept):\ngot:\n%s\nwant:\n%s", golden, stdout, want)
+	}
+}
