@@ -1355,6 +1355,9 @@ func TestFaultLocalLimits(t *testing.T) {
 		To:   []string{"eight@example.org"},
 		Data: []byte("Subject: caf\xc3\xa9\r\n\r\ncaf\xc3\xa9\r\n"),
 	}
+	inject := func(to string) *sender.Message {
+		return &sender.Message{From: "inject@example.com", To: []string{to}, Data: []byte("Subject: x\r\n\r\nx\r\n")}
+	}
 	cases := []struct {
 		name     string
 		ext      []string
@@ -1371,6 +1374,9 @@ func TestFaultLocalLimits(t *testing.T) {
 		{name: "8-bit body, no 8BITMIME", msg: eight, want: sender.Failed},
 		{name: "8-bit body, 8BITMIME", ext: []string{"8BITMIME"}, msg: eight, want: sender.Delivered,
 			mailLine: "MAIL FROM:<eight@example.com> BODY=8BITMIME"},
+		{name: "envelope injection: parameter", msg: inject("x@example.org> NOTIFY=NEVER"), want: sender.Failed},
+		{name: "envelope injection: CRLF", msg: inject("x@example.org>\r\nRCPT TO:<evil@example.net"), want: sender.Failed},
+		{name: "envelope injection: NUL", msg: inject("x@example.org\x00"), want: sender.Failed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
