@@ -304,3 +304,108 @@ func TestPreviewGolden(t *testing.T) {
 		t.Errorf("preview output differs from %s (run with -update to accept):\ngot:\n%s\nwant:\n%s", golden, stdout, want)
 	}
 }
+
+func TestShardsCoverEveryRowOnceAndMerge(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{})
+	const n = 60
+	list := writeList(t, dir, n)
+	// A duplicate address must land in the same shard as its first row.
+	fh, _ := os.OpenFile(list, os.O_APPEND|os.O_WRONLY, 0)
+	fmt.Fprintf(fh, "user7@EXAMPLE.ORG,Dup,plan-x\n")
+	fh.Close()
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	var parts []string
+	for i := 0; i < 3; i++ {
+		result := filepath.Join(dir, fmt.Sprintf("shard%d.xlsx", i))
+		code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl,
+			"--result", result, "--shard", fmt.Sprintf("%d/3", i))
+		if code != exitOK {
+			t.Fatalf("shard %d: exit %d; stderr:\n%s", i, code, stderr)
+		}
+		parts = append(parts, result)
+	}
+	if got := len(srv.Messages()); got != n {
+		t.Errorf("server received %d messages over all shards, want %d", got, n)
+	}
+	merged := filepath.Join(dir, "merged.xlsx")
+	code, _, stderr := runCLI(t, append([]string{"report", "--merge", merged}, parts...)...)
+	if code != exitOK {
+		t.Fatalf("merge: exit %d; stderr:\n%s", code, stderr)
+	}
+	rows := readResult(t, merged)
+	if len(rows) != n+1 {
+		t.Fatalf("merged result has %d rows, want %d", len(rows), n+1)
+	}
+	for i, r := range rows {
+		if want := strconv.Itoa(i + 2); r["row"] != want {
+			t.Fatalf("merged row %d: got row %q, want %q", i, r["row"], want)
+		}
+		want := "delivered"
+		if i == n {
+			want = "skipped"
+		}
+		if r["status"] != want {
+			t.Errorf("row %s: status %q, want %q (%s)", r["row"], r["status"], want, r["error"])
+		}
+	}
+}
+
+func TestJobFile(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{})
+	writeList(t, dir, 4)
+	writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	job := writeFile(t, filepath.Join(dir, "job.toml"), fmt.Sprintf(`
+list = "list.csv"
+template = "t.tmpl"
+smtp = "smtp://%s"
+result = "from-job.xlsx"
+workers = 2
+retry_wait = "10ms"
+`, srv.Addr()))
+	// From another directory: paths in the job file are relative to it.
+	code, _, stderr := runCLI(t, "send", "--job", job)
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if rows := readResult(t, filepath.Join(dir, "from-job.xlsx")); len(rows) != 4 {
+		t.Errorf("result has %d rows, want 4", len(rows))
+	}
+	// A flag on the command line wins over the job file.
+	override := filepath.Join(dir, "override.xlsx")
+	if code, _, stderr = runCLI(t, "send", "--job", job, "--result", override, "--journal-reset"); code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if _, err := os.Stat(override); err != nil {
+		t.Errorf("--result on the command line was not used: %v", err)
+	}
+	// Secrets never come from a job file.
+	bad := writeFile(t, filepath.Join(dir, "bad.toml"), "password = \"hunter2\"\n")
+	if code, _, stderr = runCLI(t, "send", "--job", bad); code != exitUsage || strings.Contains(stderr, "hunter2") {
+		t.Errorf("job file with a password: exit %d, want %d, stderr must not echo it:\n%s", code, exitUsage, stderr)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	srv := startCapture(t, capture.Config{})
+	code, stdout, stderr := runCLI(t, "probe", "--smtp", "smtp://"+srv.Addr(), "--rcpt", "someone@example.org", "--vrfy", "someone@example.org")
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"greeting  220 ", "EHLO      250 ", "extension PIPELINING", "NOOP      250 ", "HELP      ", "VRFY      252 ", "MAIL      250 ", "RCPT      250 ", "RSET      250 ", "QUIT      closed"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("probe output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if got := len(srv.Messages()); got != 0 {
+		t.Errorf("probe made the server accept %d messages, want 0", got)
+	}
+	var cmds []string
+	for _, c := range srv.Conns() {
+		cmds = append(cmds, c.Commands...)
+	}
+	if strings.Contains(strings.Join(cmds, " "), "DATA") {
+		t.Errorf("probe sent DATA: %v", cmds)
+	}
+}

@@ -43,8 +43,9 @@ func (c statusCounts) undelivered() int {
 // writeResult streams the list again and writes one result row per input
 // row, in input order, from the journal: so a run that was killed loses
 // nothing, and the next run (or bulkmail report) writes the whole file.
-// Rows the journal does not know are reported as failed with reason.
-func writeResult(path string, lf *listFlags, j *report.Journal, reason string) (statusCounts, error) {
+// Rows the journal does not know are reported as failed with reason;
+// rows outside the shard are left out.
+func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reason string) (statusCounts, error) {
 	lo, err := lf.listOptions()
 	if err != nil {
 		return nil, err
@@ -69,6 +70,9 @@ func writeResult(path string, lf *listFlags, j *report.Journal, reason string) (
 		if err != nil && !errors.As(err, &rowErr) {
 			res.Abort()
 			return nil, err
+		}
+		if !part.contains(rec) {
+			continue
 		}
 		o, ok := j.Last(rec.Row)
 		if !ok {

@@ -43,6 +43,8 @@ type sendFlags struct {
 	suppress      string
 	dryRun        bool
 	grace         time.Duration
+	job           string
+	shard         string
 }
 
 func newSendFlags(stderr io.Writer) (*flag.FlagSet, *sendFlags) {
@@ -68,6 +70,8 @@ func newSendFlags(stderr io.Writer) (*flag.FlagSet, *sendFlags) {
 	fs.StringVar(&f.suppress, "suppress", "", "file of addresses never to send to (one per line, or a CSV with an email column)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "render and check every row and write the result file; send nothing")
 	fs.DurationVar(&f.grace, "grace", 30*time.Second, "after SIGINT/SIGTERM, how long messages on the wire may take to finish")
+	fs.StringVar(&f.job, "job", "", "TOML job file holding any of these flags (flags on the command line win)")
+	fs.StringVar(&f.shard, "shard", "", "send only shard i of n (0 <= i < n), split by a hash of the address")
 	return fs, f
 }
 
@@ -81,6 +85,15 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	}
 	if fs.NArg() > 0 {
 		return usageErr("send: unexpected argument %q", fs.Arg(0))
+	}
+	if f.job != "" {
+		if err := applyJobFile(fs, f.job); err != nil {
+			return err
+		}
+	}
+	shard, err := parseShard(f.shard)
+	if err != nil {
+		return err
 	}
 	if f.workers < 1 {
 		return usageErr("--workers must be at least 1")
@@ -173,6 +186,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		ids:        ids,
 		only:       only,
 		suppressed: suppressed,
+		shard:      shard,
 		progress:   progress,
 	}
 	runErr := run.deliver(ctx, cfg, limit, logf)
@@ -182,7 +196,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	if runErr != nil {
 		reason = "not attempted: " + runErr.Error()
 	}
-	counts, err := writeResult(f.result, &f.listFlags, journal, reason)
+	counts, err := writeResult(f.result, &f.listFlags, journal, shard, reason)
 	if err != nil {
 		if runErr == nil {
 			runErr = withCode(exitAborted, err)
@@ -228,6 +242,7 @@ type sendRun struct {
 	ids        *messageIDs
 	only       map[report.Status]bool
 	suppressed map[string]bool
+	shard      shard
 	progress   *progress
 
 	alreadyDone int
@@ -342,7 +357,7 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 				seen[key] = rec.Row
 			}
 		}
-		if !r.wanted(rec.Row) {
+		if !r.shard.contains(rec) || !r.wanted(rec.Row) {
 			continue
 		}
 		email := rec.Address
