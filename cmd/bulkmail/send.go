@@ -106,6 +106,15 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	if err != nil {
 		return err
 	}
+	if f.dryRun {
+		// A rehearsal never replaces the result of a real run.
+		resultSet := false
+		fs.Visit(func(fl *flag.Flag) { resultSet = resultSet || fl.Name == "result" })
+		if !resultSet {
+			ext := filepath.Ext(f.result)
+			f.result = strings.TrimSuffix(f.result, ext) + ".dry-run" + ext
+		}
+	}
 	if f.journal == "" {
 		f.journal = f.result + ".journal"
 	}
@@ -203,7 +212,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		}
 		logf("result file: %v", err)
 	} else {
-		logf("%s; results in %s (journal %s)", counts, f.result, f.journal)
+		if f.dryRun {
+			logf("%s; results in %s", counts, f.result)
+		} else {
+			logf("%s; results in %s (journal %s)", counts, f.result, f.journal)
+		}
 		if run.alreadyDone > 0 {
 			logf("%d rows were settled by an earlier run and not sent again (add --journal-reset to start over)", run.alreadyDone)
 		}
