@@ -1082,14 +1082,18 @@ func TestFaultStalls(t *testing.T) {
 				var err error
 				var d sender.Delivery
 				var c *sender.Client
-				c, err = sender.Dial(context.Background(), cfg, 1)
+				// A sender that ignored its timeouts would hang without this
+				// bound; the elapsed time below then fails the test.
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				defer cancel()
+				c, err = sender.Dial(ctx, cfg, 1)
 				if !tc.dial {
 					if err != nil {
 						t.Fatalf("Dial: %v", err)
 					}
 					defer c.Close()
 					start = time.Now()
-					d, err = c.Send(context.Background(), testMessage(0), noCommit)
+					d, err = c.Send(ctx, testMessage(0), noCommit)
 				}
 				elapsed := time.Since(start)
 				if _, ok := errorsAs[*sender.ProtocolError](err); !ok || !errors.Is(err, os.ErrDeadlineExceeded) {
