@@ -2249,3 +2249,84 @@ func TestFaultDialCancel(t *testing.T) {
 		})
 	}
 }
+
+func TestFaultLongLine(t *testing.T) {
+	if !runBugs {
+		t.Skip("BUG: a message with a line longer than 998 octets (RFC 5322 2.1.1; RFC 5321 4.5.3.1.6 allows 1000 " +
+			"with CRLF) is sent as it is, and servers refuse or break it after the whole transfer; HAZARDS 14 asks for " +
+			"it to be checked before sending. send.go mailParams (or wireData) should return a *LocalError naming the line")
+	}
+	s := startFault(t, faultOpts{})
+	m := testMessage(0)
+	m.Data = []byte("Subject: long\r\n\r\n" + strings.Repeat("z", 999) + "\r\nshort\r\n")
+	c := dialFault(t, faultConfig(s))
+	_, err := c.Send(context.Background(), m, noCommit)
+	if _, ok := errorsAs[*sender.LocalError](err); !ok {
+		t.Errorf("Send: %v, want a *sender.LocalError", err)
+	}
+	if n := s.CommandCount("MAIL"); n != 0 {
+		t.Errorf("server saw %d MAIL, want none", n)
+	}
+	// 998 octets is the limit, not over it.
+	m.Data = []byte("Subject: long\r\n\r\n" + strings.Repeat("z", 998) + "\r\n")
+	if d, err := c.Send(context.Background(), m, noCommit); err != nil || d.Data.Code != 250 {
+		t.Errorf("Send with a 998-octet line: %v %+v", err, d)
+	}
+}
+
+func TestFaultRunCancelledMidMessage(t *testing.T) {
+	// The run is cancelled while a message waits for its final reply: the
+	// message on the wire finishes and is reported; nothing else starts.
+	s := startFault(t, faultOpts{OnData: firstData(func(c *fconn, m *fmsg) {
+		c.s.Signal()
+		c.s.WaitProceed()
+		c.Accept(m)
+		c.Reply(queuedReply(m))
+	})})
+	cfg := faultPoolConfig(s)
+	var mu sync.Mutex
+	results := map[int]sender.Result{}
+	cfg.Done = func(r sender.Result) error {
+		mu.Lock()
+		defer mu.Unlock()
+		results[r.Job.ID] = r
+		return nil
+	}
+	msgs := testMessages(3)
+	jobs := make(chan *sender.Job, len(msgs))
+	for i, m := range msgs {
+		jobs <- &sender.Job{ID: i, Msg: m}
+	}
+	close(jobs)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- sender.NewPool(cfg).Run(runCtx, jobs) }()
+	s.WaitSignal(t)
+	stop()
+	s.Proceed()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		t.Fatal("Run did not return")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Run: %v, want context.Canceled", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if r, ok := results[0]; !ok || r.Status != sender.Delivered {
+		t.Errorf("job 0: %+v, want delivered", r)
+	}
+	if len(results) != 1 {
+		t.Errorf("%d jobs reported, want only the one on the wire", len(results))
+	}
+	if n := len(s.Accepted()); n != 1 {
+		t.Errorf("server accepted %d, want 1", n)
+	}
+	if n := s.CommandCount("MAIL"); n != 1 {
+		t.Errorf("server saw %d MAIL after the cancellation, want 1 in all", n)
+	}
+}
