@@ -124,64 +124,111 @@ func replyRelayDenied(addr string) sender.Reply {
 	return sender.Reply{Code: 554, Enhanced: "5.7.1", Text: "<" + addr + ">: Relay access denied"}
 }
 
-// interopCases returns 51 messages for run: single-recipient messages
+// interopSpec describes one message of interopCases.
+type interopSpec struct {
+	to           []string
+	status       sender.Status
+	rcpt         []sender.Reply
+	held         bool
+	utf8         bool
+	body, stored string // "" means interopBody, interopStored
+}
+
+// interopCases returns 54 messages for run: single-recipient messages
 // with awkward line ends (some held for a content check), two refusals,
-// and three multi-recipient envelopes, spread through the list so they
-// land on different connections among accepted messages.
+// three multi-recipient envelopes, an SMTPUTF8 envelope with an 8-bit
+// body, and a message of several write blocks, spread through the list so
+// they land on different connections among accepted messages.
 func interopCases(run int) []interopCase {
 	var cases []interopCase
-	add := func(to []string, status sender.Status, rcpt []sender.Reply, held bool) {
+	add := func(s interopSpec) {
 		i := len(cases)
+		if s.body == "" {
+			s.body, s.stored = interopBody, interopStored
+		}
 		id := fmt.Sprintf("<interop-%d-%d@bulkmail.test>", run, i)
 		var b strings.Builder
 		b.WriteString("From: news@example.com\r\n")
-		fmt.Fprintf(&b, "To: %s\n", to[0]) // a bare LF in the header too
+		fmt.Fprintf(&b, "To: %s\n", s.to[0]) // a bare LF in the header too
 		fmt.Fprintf(&b, "Subject: interop %d/%d\r\n", run, i)
 		fmt.Fprintf(&b, "Message-ID: %s\r\n", id)
-		if held {
+		if s.held {
 			b.WriteString("X-Bulkmail-Hold: yes\r\n")
 		}
 		b.WriteString("\r\n")
-		b.WriteString(interopBody)
+		b.WriteString(s.body)
 		var accepted []string
-		if status == sender.Delivered {
-			for k, r := range rcpt {
+		if s.status == sender.Delivered {
+			for k, r := range s.rcpt {
 				if r.Code/100 == 2 {
-					accepted = append(accepted, to[k])
+					accepted = append(accepted, s.to[k])
 				}
 			}
 		}
 		cases = append(cases, interopCase{
-			msg:      &sender.Message{From: "news@example.com", To: to, Data: []byte(b.String())},
+			msg:      &sender.Message{From: "news@example.com", To: s.to, Data: []byte(b.String()), UTF8: s.utf8},
 			msgID:    id,
-			status:   status,
-			rcpt:     rcpt,
-			held:     held,
-			body:     interopStored,
+			status:   s.status,
+			rcpt:     s.rcpt,
+			held:     s.held,
+			body:     s.stored,
 			accepted: accepted,
 		})
 	}
 	addr := func(name string) string { return fmt.Sprintf("%s.%d.%d@example.org", name, run, len(cases)) }
+	ok := func(n int) []sender.Reply { return slices.Repeat([]sender.Reply{replyRcptOK}, n) }
 	for n := 0; n < 46; n++ {
 		switch n {
 		case 5:
-			add([]string{blockedRcpt}, sender.Rejected, []sender.Reply{replyBlocked}, false)
+			add(interopSpec{to: []string{blockedRcpt}, status: sender.Rejected, rcpt: []sender.Reply{replyBlocked}})
+		case 10:
+			body, stored := bigBody()
+			add(interopSpec{to: []string{addr("big")}, status: sender.Delivered, rcpt: ok(1), held: true, body: body, stored: stored})
 		case 14:
 			a := fmt.Sprintf("user.%d.%d@elsewhere.test", run, len(cases))
-			add([]string{a}, sender.Rejected, []sender.Reply{replyRelayDenied(a)}, false)
+			add(interopSpec{to: []string{a}, status: sender.Rejected, rcpt: []sender.Reply{replyRelayDenied(a)}})
+		case 19:
+			add(interopSpec{to: []string{addr("jörg")}, status: sender.Delivered, rcpt: ok(1), held: true, utf8: true,
+				body: "Grüße aus Köln\n.\nÜberall\r\n", stored: "Grüße aus Köln\n.\nÜberall\n"})
 		case 23:
-			add([]string{addr("a"), addr("b"), addr("c")}, sender.Delivered, []sender.Reply{replyRcptOK, replyRcptOK, replyRcptOK}, false)
+			add(interopSpec{to: []string{addr("a"), addr("b"), addr("c")}, status: sender.Delivered, rcpt: ok(3)})
+		case 28:
+			add(interopSpec{to: []string{addr("latin")}, status: sender.Delivered, rcpt: ok(1), held: true,
+				body: "caf\xe9 in Latin-1\r\n", stored: "caf\xe9 in Latin-1\n"})
 		case 32:
-			add([]string{addr("d"), blockedRcpt}, sender.Delivered, []sender.Reply{replyRcptOK, replyBlocked}, false)
+			add(interopSpec{to: []string{addr("d"), blockedRcpt}, status: sender.Delivered, rcpt: []sender.Reply{replyRcptOK, replyBlocked}})
 		case 41:
 			// The first recipient decides: nothing may be queued for the
 			// second, though Postfix accepted it.
 			a := fmt.Sprintf("nobody.%d.%d@elsewhere.test", run, len(cases))
-			add([]string{a, addr("e")}, sender.Rejected, []sender.Reply{replyRelayDenied(a), replyRcptOK}, false)
+			add(interopSpec{to: []string{a, addr("e")}, status: sender.Rejected, rcpt: []sender.Reply{replyRelayDenied(a), replyRcptOK}})
 		}
-		add([]string{addr("user")}, sender.Delivered, []sender.Reply{replyRcptOK}, n%9 == 4)
+		add(interopSpec{to: []string{addr("user")}, status: sender.Delivered, rcpt: ok(1), held: n%9 == 4})
 	}
 	return cases
+}
+
+// bigBody returns a body of about 300 KB, several of the client's 64 KB
+// write blocks, with a dot line or a bare LF every few lines, and how
+// Postfix stores it.
+func bigBody() (body, stored string) {
+	var b, s strings.Builder
+	for i := 0; i < 6000; i++ {
+		line := fmt.Sprintf("line %05d of a long message, padded to about fifty octets", i)
+		switch i % 7 {
+		case 0:
+			line = "." + line
+		case 3:
+			line = "."
+		}
+		end := "\r\n"
+		if i%5 == 0 {
+			end = "\n"
+		}
+		b.WriteString(line + end)
+		s.WriteString(line + "\n")
+	}
+	return b.String(), s.String()
 }
 
 // crlfOnly is data with every line ended by CRLF, as BDAT must carry it.
@@ -518,6 +565,7 @@ type postfixInstance struct {
 	postfix, postcat      string
 	bareLF, pipelining    bool // the installed Postfix has the guard
 	logStart              int  // maillog offset where the sender's sessions begin
+	sessions              int  // SMTP sessions the test itself opened before logStart
 }
 
 // startPostfix sets up and starts a private instance, stopped when the test
@@ -626,11 +674,25 @@ func startPostfix(t *testing.T) *postfixInstance {
 		t.Fatalf("postfix start: %v\n%s", err, pf.logTail(t, 20))
 	}
 
+	// Ready when smtpd greets; the one session this makes ends with QUIT.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", pf.addr, time.Second)
 		if err == nil {
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			r := bufio.NewReader(c)
+			greeting, err := r.ReadString('\n')
+			if err == nil && strings.HasPrefix(greeting, "220 ") {
+				_, err = c.Write([]byte("QUIT\r\n"))
+			}
+			if err == nil {
+				_, err = r.ReadString('\n')
+			}
 			c.Close()
+			if err != nil || !strings.HasPrefix(greeting, "220 ") {
+				t.Fatalf("Postfix on %s: greeting %q, %v\n%s", pf.addr, greeting, err, pf.logTail(t, 20))
+			}
+			pf.sessions++
 			break
 		}
 		if time.Now().After(deadline) {
@@ -840,8 +902,8 @@ func (pf *postfixInstance) probeGuards(t *testing.T) {
 		b, _ := os.ReadFile(pf.log)
 		s := string(b)
 		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return strings.Contains(s, w) })
-		// The probes' disconnect lines come last.
-		if len(missing) == 0 && strings.Count(s, "disconnect from ") >= len(want) {
+		// Each session's disconnect line is its last.
+		if len(missing) == 0 && strings.Count(s, "]: disconnect from ") == pf.sessions {
 			pf.logStart = len(b)
 			return
 		}
@@ -860,6 +922,7 @@ func (pf *postfixInstance) rawSession(t *testing.T, send string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pf.sessions++
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	r := bufio.NewReader(c)
