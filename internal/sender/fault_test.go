@@ -816,7 +816,6 @@ func TestFaultPool(t *testing.T) {
 	}
 }
 
-var _ = errors.Is
 
 // ehloLines is an EHLO reply hook writing the given lines in one write.
 func ehloReply(lines ...string) func(c *fconn, verb, line string) bool {
@@ -1964,6 +1963,9 @@ func TestFaultPoolConnections(t *testing.T) {
 		res, err := runPool(t, cfg, msgs)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if n := s.MaxConcurrent(); n > 3 {
+			t.Errorf("server saw %d connections at once, want at most 3", n)
 		}
 		for i := range msgs {
 			if res[i].Status != sender.Delivered {

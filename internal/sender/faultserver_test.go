@@ -30,7 +30,6 @@ import (
 // reply that accepts an address echoes it, so a test can tell that no row
 // got another row's reply.
 type faultServer struct {
-	t  *testing.T
 	ln net.Listener
 	o  faultOpts
 	wg sync.WaitGroup
@@ -128,7 +127,7 @@ func startFault(t *testing.T, o faultOpts) *faultServer {
 
 // serveFault serves o on ln until the test ends.
 func serveFault(t *testing.T, ln net.Listener, o faultOpts) *faultServer {
-	s := &faultServer{t: t, ln: ln, o: o, counters: map[string]int{},
+	s := &faultServer{ln: ln, o: o, counters: map[string]int{},
 		signal: make(chan struct{}, 16), proceed: make(chan struct{}, 16), closing: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve()
