@@ -43,6 +43,7 @@ func TestCrashResume(t *testing.T) {
 	t.Run("OverlappingRunLocked", h.testOverlappingRunLocked)
 	t.Run("SIGTERMMidRun", h.testSIGTERMMidRun)
 	t.Run("SignalWithHeldDot", h.testSignalWithHeldDot)
+	t.Run("SIGTERMDuringRetryWait", h.testSIGTERMDuringRetryWait)
 	t.Run("JournalWriteFailureStopsSending", h.testJournalWriteFailureStopsSending)
 	t.Run("JournalOnDeviceFile", h.testJournalOnDeviceFile)
 	t.Run("OnlyDeferred", h.testOnlyDeferred)
@@ -984,6 +985,18 @@ func (h *harness) testReportAfterKill(t *testing.T) {
 		t.Fatalf("a killed run left a result file %s", j.result)
 	}
 
+	// What a crash in the middle of a journal write leaves: half a line.
+	jf, err := os.OpenFile(j.journal(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(jf, `{"t":"outcome","row":%d,"email":"%s","status":"deliv`, held+1, userEmail(held))
+	jf.Close()
+	journalBefore, err := os.ReadFile(j.journal())
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	msgs, conns := len(srv.Messages()), len(srv.Conns())
 	out := filepath.Join(dir, "out.csv")
 	code, stderr := h.run(t, "report", "--journal", j.journal(), "--list", j.list, "--result", out)
@@ -992,6 +1005,9 @@ func (h *harness) testReportAfterKill(t *testing.T) {
 	}
 	if m, c := len(srv.Messages()), len(srv.Conns()); m != msgs || c != conns {
 		t.Errorf("report: server has %d messages on %d connections, want still %d on %d", m, c, msgs, conns)
+	}
+	if after, err := os.ReadFile(j.journal()); err != nil || !bytes.Equal(after, journalBefore) {
+		t.Errorf("report changed the journal (err %v)", err)
 	}
 	recs := readCSV(t, out)
 	wantHeader := append(append([]string(nil), report.FixedColumns...), "Email", "Name", "Plan")
@@ -1030,6 +1046,28 @@ func (h *harness) testReportAfterKill(t *testing.T) {
 		}
 		if r["Name"] != wantName {
 			t.Errorf("%s: Name cell %q, want %q", email, r["Name"], wantName)
+		}
+	}
+
+	// A resume drops the torn line, leaves the in-doubt row alone and
+	// sends the rest once.
+	code, stderr = h.run(t, j.args()...)
+	if code != exitUndelivered {
+		t.Fatalf("resume: exit %d, want %d (one row in doubt); stderr:\n%s", code, exitUndelivered, stderr)
+	}
+	got := received(srv)
+	for i := 1; i <= n; i++ {
+		if got[userEmail(i)] != 1 {
+			t.Errorf("after resume, %s received %d times, want 1", userEmail(i), got[userEmail(i)])
+		}
+	}
+	for _, r := range readResult(t, j.result) {
+		want := report.Delivered
+		if r["email"] == userEmail(held) {
+			want = report.InDoubt
+		}
+		if r["status"] != string(want) {
+			t.Errorf("after resume, %s: status %q, want %q", r["email"], r["status"], want)
 		}
 	}
 }
@@ -1223,5 +1261,57 @@ func (h *harness) testDeferredAttemptsAcrossRuns(t *testing.T) {
 		t.Skipf("BUG: a row deferred in 3 runs (--retries 1) shows attempts %v in the result after each run, want %v: "+
 			"attempts restart at 1 each run (outcomeOf uses the pool's per-run Result.Attempts; the journal's "+
 			"earlier attempts are not added), so retries are not tracked across runs (HAZARDS 33)", attempts, want)
+	}
+}
+
+// testSIGTERMDuringRetryWait: a signal does not wait out a retry's
+// back-off; the row waiting for it keeps its last answer (deferred).
+func (h *harness) testSIGTERMDuringRetryWait(t *testing.T) {
+	t.Parallel()
+	const n = 8
+	var refuse atomic.Bool
+	refuse.Store(true)
+	srv := refusingServer(t, &refuse)
+	j := newJob(t, srv, n)
+	args := j.args()
+	for i, a := range args {
+		if a == "--retry-wait" || a == "--retry-max-wait" {
+			args[i+1] = "10m"
+		}
+	}
+	p := h.start(t, args...)
+	if !waitUntil(t, "every other row to be delivered", p, func() bool { return len(srv.Messages()) >= n-1 }) {
+		t.Fatalf("run ended before the other rows were delivered (exit %d); stderr:\n%s", p.cmd.ProcessState.ExitCode(), p.stderr.String())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 5*time.Second); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitInterrupted, p.stderr.String())
+	}
+	rows := readResult(t, j.result)
+	checkRows(t, rows, n)
+	for i, r := range rows {
+		want := report.Delivered
+		if i == 4 {
+			want = report.Deferred
+		}
+		if r["status"] != string(want) {
+			t.Errorf("%s: status %q (error %q), want %q", r["email"], r["status"], r["error"], want)
+		}
+	}
+	if r := rows[4]; r["rcpt_code"] != "450" {
+		t.Errorf("user5: rcpt_code %q, want the 450 it last had", r["rcpt_code"])
+	}
+
+	refuse.Store(false)
+	if code, stderr := h.run(t, j.args()...); code != exitOK {
+		t.Fatalf("resume: exit %d; stderr:\n%s", code, stderr)
+	}
+	got := received(srv)
+	for i := 1; i <= n; i++ {
+		if got[userEmail(i)] != 1 {
+			t.Errorf("%s received %d times, want 1", userEmail(i), got[userEmail(i)])
+		}
 	}
 }
