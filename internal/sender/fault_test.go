@@ -816,7 +816,7 @@ func TestFaultPool(t *testing.T) {
 	}
 }
 
-// ehloLines is an EHLO reply hook writing the given lines in one write.
+// ehloReply is an EHLO reply hook writing the given lines in one write.
 func ehloReply(lines ...string) func(c *fconn, verb, line string) bool {
 	return func(c *fconn, verb, line string) bool {
 		if verb != "EHLO" {
