@@ -44,6 +44,7 @@ func TestCrashResume(t *testing.T) {
 	t.Run("SIGTERMMidRun", h.testSIGTERMMidRun)
 	t.Run("SignalWithHeldDot", h.testSignalWithHeldDot)
 	t.Run("SIGTERMDuringRetryWait", h.testSIGTERMDuringRetryWait)
+	t.Run("SIGTERMWhileRedialing", h.testSIGTERMWhileRedialing)
 	t.Run("JournalWriteFailureStopsSending", h.testJournalWriteFailureStopsSending)
 	t.Run("JournalOnDeviceFile", h.testJournalOnDeviceFile)
 	t.Run("OnlyDeferred", h.testOnlyDeferred)
@@ -597,6 +598,13 @@ func (h *harness) testOverlappingRunLocked(t *testing.T) {
 	}
 	if g.dataCalls() != 1 || len(srv.Conns()) != conns {
 		t.Errorf("second run: server saw %d messages, %d connections; want 1 (the held one), %d", g.dataCalls(), len(srv.Conns()), conns)
+	}
+	// Not even a reset may take a journal another run holds.
+	if code, stderr := h.run(t, j.args("--journal-reset")...); code != exitLocked {
+		t.Errorf("--journal-reset while another run holds the journal: exit %d, want %d; stderr:\n%s", code, exitLocked, stderr)
+	}
+	if old, _ := filepath.Glob(j.journal() + ".old-*"); len(old) != 0 {
+		t.Errorf("a locked-out --journal-reset moved the journal aside: %v", old)
 	}
 	// Reading a journal takes no lock.
 	out := filepath.Join(t.TempDir(), "live.csv")
@@ -1419,5 +1427,55 @@ func (h *harness) testOnlyFailedAfterInterrupt(t *testing.T) {
 	}
 	if code != exitOK {
 		t.Errorf("--only failed: exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+}
+
+// testSIGTERMWhileRedialing: with the server down and the pool backing off
+// between dials, a signal ends the run at once with exit 5 and every row
+// failed "not attempted"; a re-run once the server is up sends each once.
+func (h *harness) testSIGTERMWhileRedialing(t *testing.T) {
+	t.Parallel()
+	const n = 5
+	// A loopback port nobody listens on: take one and let it go.
+	down := startCapture(t, capture.Config{})
+	addr := down.Addr()
+	down.Close()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	j := newJob(t, srv, n)
+	args := j.args("--max-errors", "1000")
+	for i, a := range args {
+		switch a {
+		case "--smtp":
+			args[i+1] = "smtp://" + addr
+		case "--retry-wait", "--retry-max-wait":
+			args[i+1] = "10m" // redials back off from a minute
+		}
+	}
+	p := h.start(t, args...)
+	// The journal's run header is written before the first dial.
+	if !waitUntil(t, "the journal header", p, func() bool { return journalLines(j.journal()) >= 1 }) {
+		t.Fatalf("run ended by itself (exit %d); stderr:\n%s", p.cmd.ProcessState.ExitCode(), p.stderr.String())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 5*time.Second); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitInterrupted, p.stderr.String())
+	}
+	rows := readResult(t, j.result)
+	checkRows(t, rows, n)
+	for _, r := range rows {
+		if r["status"] != string(report.Failed) || !strings.Contains(r["error"], "not attempted") {
+			t.Errorf("%s: status %q error %q, want failed, not attempted", r["email"], r["status"], r["error"])
+		}
+	}
+	if code, stderr := h.run(t, j.args()...); code != exitOK {
+		t.Fatalf("re-run against a live server: exit %d; stderr:\n%s", code, stderr)
+	}
+	got := received(srv)
+	for i := 1; i <= n; i++ {
+		if got[userEmail(i)] != 1 {
+			t.Errorf("%s received %d times, want 1", userEmail(i), got[userEmail(i)])
+		}
 	}
 }
