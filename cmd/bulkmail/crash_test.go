@@ -313,8 +313,8 @@ func received(srv *capture.Server) map[string]int {
 	return n
 }
 
-// messageIDs returns the Message-ID header of every stored message per
-// envelope recipient, in the order received.
+// receivedMessageIDs returns the Message-ID header of every stored message
+// per envelope recipient, in the order received.
 func receivedMessageIDs(t *testing.T, srv *capture.Server) map[string][]string {
 	t.Helper()
 	ids := map[string][]string{}
@@ -775,8 +775,7 @@ func (h *harness) testJournalOnDeviceFile(t *testing.T) {
 }
 
 // readCSVResult returns a CSV result file as maps from column name to
-// value, with the formula escape undone only for comparison-free columns
-// (row, email, status are never escaped for these lists).
+// value, cells as written (a formula escape is kept).
 func readCSVResult(t *testing.T, path string) []map[string]string {
 	t.Helper()
 	recs := readCSV(t, path)
