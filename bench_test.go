@@ -45,6 +45,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -616,7 +617,9 @@ func BenchmarkFullSend(b *testing.B) {
 	tmpl := writeTemplate(b, dir)
 	profile := os.Getenv("BULKMAIL_BENCH_CPUPROFILE")
 
-	send := func(b *testing.B, bin, result string, env ...string) {
+	// send runs bin once and returns the CPU time and peak RSS of the
+	// bulkmail process (the capture server's share is in this process).
+	send := func(b *testing.B, bin, result string, env ...string) (cpu time.Duration, maxRSSKB int64) {
 		srv, err := capture.Start(capture.Config{Data: dropData})
 		if err != nil {
 			b.Fatal(err)
@@ -635,16 +638,29 @@ func BenchmarkFullSend(b *testing.B) {
 		if got := len(srv.Messages()); got != rows {
 			b.Fatalf("capture server got %d messages, want %d\n%s", got, rows, stderr.Bytes())
 		}
+		ps := cmd.ProcessState
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			maxRSSKB = int64(ru.Maxrss) // kilobytes on Linux
+		}
+		return ps.UserTime() + ps.SystemTime(), maxRSSKB
 	}
 	for _, ext := range []string{"xlsx", "csv"} {
 		b.Run("result="+ext, func(b *testing.B) {
 			b.ReportAllocs() // of this process only: the capture server
 			b.ResetTimer()
+			var cpu time.Duration
+			var peak int64
 			for i := range b.N {
-				send(b, bin, filepath.Join(b.TempDir(), fmt.Sprintf("results-%d.%s", i, ext)))
+				c, rss := send(b, bin, filepath.Join(b.TempDir(), fmt.Sprintf("results-%d.%s", i, ext)))
+				cpu += c
+				peak = max(peak, rss)
 			}
 			b.StopTimer()
 			reportRate(b, b.N*rows)
+			// What the bulkmail process itself used: CPU per message (user
+			// plus system, all cores) and its peak resident memory.
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*rows), "bulkmail-cpu-us/msg")
+			b.ReportMetric(float64(peak)/1024, "bulkmail-peak-MB")
 			if profile != "" && ext == "xlsx" {
 				pbin := buildBulkmail(b, b.TempDir(), true)
 				send(b, pbin, filepath.Join(b.TempDir(), "results-profiled.xlsx"), "BULKMAIL_CPUPROFILE="+profile)
