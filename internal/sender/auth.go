@@ -100,8 +100,14 @@ func (c *Client) authenticate(a *Auth) error {
 		return fmt.Errorf("sender: unknown AUTH mechanism %q", mech)
 	}
 	var re *ReplyError
-	if errors.As(err, &re) && re.Reply.Code != 421 {
+	if errors.As(err, &re) && re.Reply.Permanent() {
 		return &AuthError{Mechanism: mech, Reply: re.Reply}
+	}
+	if errors.As(err, &re) {
+		// A 454 (RFC 4954: temporary failure) or a 421: this connection
+		// cannot go on, another may.
+		c.broken = err
+		return err
 	}
 	if err != nil {
 		return err

@@ -139,9 +139,12 @@ type Client struct {
 	hello     Reply
 	ext       map[string]string // EHLO keywords, upper case, to their parameters
 	esmtp     bool
-	txns      int   // transactions started on this connection
-	broken    error // set once the conversation is out of step
-	redacting bool  // inside AUTH: trace lines hide their arguments
+	txns      int       // transactions started on this connection
+	used      bool      // Command sent something since the last transaction
+	queued    *envelope // sent by SendThen ahead of its turn
+	raw       net.Conn  // the TCP connection under any TLS, for interrupt
+	broken    error     // set once the conversation is out of step
+	redacting bool      // inside AUTH: trace lines hide their arguments
 }
 
 // Dial connects, reads the greeting, says EHLO (HELO only when EHLO gets
@@ -163,7 +166,7 @@ func Dial(ctx context.Context, cfg Config, id int) (*Client, error) {
 	if err != nil {
 		return nil, &ProtocolError{Phase: "connecting to " + cfg.Addr, Err: err}
 	}
-	c := &Client{cfg: cfg, host: host, id: id, conn: conn, text: textproto.NewConn(conn)}
+	c := &Client{cfg: cfg, host: host, id: id, conn: conn, raw: conn, text: textproto.NewConn(conn)}
 	stop := context.AfterFunc(ctx, c.interrupt)
 	defer stop()
 	if cfg.ImplicitTLS {
@@ -335,6 +338,7 @@ func (c *Client) Transactions() int { return c.txns }
 func (c *Client) Command(ctx context.Context, expect int, line string) (Reply, error) {
 	stop := context.AfterFunc(ctx, c.interrupt)
 	defer stop()
+	c.used = true
 	verb, _, _ := strings.Cut(line, " ")
 	r, err := c.cmd(c.cfg.Timeouts.Command, strings.ToUpper(verb), "%s", line)
 	if err != nil {
@@ -350,7 +354,9 @@ func (c *Client) Command(ctx context.Context, expect int, line string) (Reply, e
 // outcome of a message already answered (listmonk#2206).
 func (c *Client) Quit() error {
 	var err error
-	if c.broken == nil {
+	// With an envelope sent ahead the server may be reading message data:
+	// a QUIT would become part of it. Closing makes it drop the message.
+	if c.broken == nil && c.queued == nil {
 		_, err = c.cmd(c.cfg.Timeouts.Command, "QUIT", "QUIT")
 	}
 	if cerr := c.Close(); err == nil {
@@ -371,8 +377,9 @@ func (c *Client) Close() error {
 var errClosed = &ProtocolError{Phase: "using connection", Err: net.ErrClosed}
 
 // interrupt makes every pending read and write fail at once; it runs when
-// the caller's context ends.
-func (c *Client) interrupt() { c.conn.SetDeadline(time.Unix(1, 0)) }
+// the caller's context ends. It uses the TCP connection, which TLS does
+// not replace, so it never races with the handshake.
+func (c *Client) interrupt() { c.raw.SetDeadline(time.Unix(1, 0)) }
 
 // cmd is the one place a single command is written and its reply read.
 // Any reply other than 2xx/3xx comes back as a *ReplyError; an I/O or
@@ -384,6 +391,12 @@ func (c *Client) cmd(timeout time.Duration, verb, format string, args ...any) (R
 	}
 	line := fmt.Sprintf(format, args...)
 	if err := validateLine(line); err != nil {
+		return Reply{}, err
+	}
+	// In lock-step, a reply already waiting would be taken as the answer
+	// to this command and every later result would shift by one
+	// (HAZARDS 7).
+	if err := c.checkIdle(); err != nil {
 		return Reply{}, err
 	}
 	if err := c.conn.SetDeadline(time.Now().Add(timeout)); err != nil {

@@ -100,7 +100,7 @@ type Pool struct {
 	cfg         PoolConfig
 	sched       scheduler
 	conns       atomic.Int64 // connections dialled so far: the next id
-	live        atomic.Int64 // connections open now
+	live        atomic.Int64 // connections open or being dialled now
 	consecutive atomic.Int64 // connection failures since the last answer
 
 	stopOnce sync.Once
@@ -208,7 +208,9 @@ func (p *Pool) work(ctx context.Context) {
 			return
 		}
 		// Get a usable connection for this job.
-		for c == nil || c.Broken() != nil || (p.cfg.MaxPerConnection > 0 && c.Transactions() >= p.cfg.MaxPerConnection) {
+		// A connection that the server closed or wrote to while it sat idle
+		// is replaced before the message is tried: that costs no attempt.
+		for c == nil || c.Broken() != nil || p.spent(c) || c.CheckIdle() != nil {
 			if c != nil {
 				c.Quit()
 				p.live.Add(-1)
@@ -219,13 +221,16 @@ func (p *Pool) work(ctx context.Context) {
 				return
 			}
 			id := int(p.conns.Add(1))
+			p.live.Add(1)
 			nc, err := Dial(ctx, p.cfg.Dial, id)
 			if err == nil {
 				c = nc
-				p.live.Add(1)
 				backoff = 0
 				break
 			}
+			// Connections being dialled count as well as open ones, so that
+			// of several refused at once at least one worker stays.
+			others := p.live.Add(-1)
 			if ctx.Err() != nil {
 				p.sched.abandon(j)
 				return
@@ -237,7 +242,7 @@ func (p *Pool) work(ctx context.Context) {
 				return
 			}
 			var re *ReplyError
-			if errors.As(err, &re) && re.Command == "greeting" && p.live.Load() > 0 {
+			if errors.As(err, &re) && re.Command == "greeting" && others > 0 {
 				// The server takes no more connections than it has: go on
 				// with those (HAZARDS 37).
 				p.cfg.Logf("connection %d refused at greeting (%s); going on with the open connections", id, re.Reply)
@@ -261,10 +266,65 @@ func (p *Pool) work(ctx context.Context) {
 	}
 }
 
-// attempt sends j once on c and settles it: reported, queued for retry,
-// or (on a fatal error) abandoned. It returns false when the worker must
-// stop.
+// spent reports whether c has carried as many messages as it may.
+func (p *Pool) spent(c *Client) bool {
+	return p.cfg.MaxPerConnection > 0 && c.Transactions() >= p.cfg.MaxPerConnection
+}
+
+// attempt sends j on c and then, as long as more are ready at once, the
+// messages whose envelopes went out with the previous final dot
+// (SendThen's look-ahead). It returns false when the worker must stop.
 func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) bool {
+	for j != nil {
+		var next *Job
+		peek := func() *Message {
+			if ctx.Err() != nil || p.spent(c) {
+				return nil
+			}
+			next = p.sched.tryNext()
+			if next == nil {
+				return nil
+			}
+			if p.cfg.Limiter != nil && !p.cfg.Limiter.Allow() {
+				p.sched.giveBack(next)
+				next = nil
+				return nil
+			}
+			return next.Msg
+		}
+		ok := p.attemptOne(ctx, c, j, peek)
+		if next == nil {
+			return ok
+		}
+		switch {
+		case !ok:
+			p.sched.abandon(next)
+			return false
+		case ctx.Err() != nil:
+			// The run is stopping: a message whose envelope went ahead is not
+			// committed yet, so it is not started. Quit closes the connection
+			// without ending its data.
+			p.sched.abandon(next)
+			return true
+		case c.Broken() == nil && c.Queued() == next.Msg:
+			// Its envelope is on the wire and answered: go on from there.
+		case c.Broken() == nil && c.Queued() == nil && !p.spent(c):
+			// Not sent ahead (the server could not take it), but ready.
+		default:
+			// Its envelope went out on a connection that has since failed:
+			// it was never committed, so it goes back untried.
+			p.sched.giveBack(next)
+			return true
+		}
+		j = next
+	}
+	return true
+}
+
+// attemptOne sends j once on c and settles it: reported, queued for
+// retry, or (on a fatal error) abandoned. It returns false when the
+// worker must stop.
+func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *Message) bool {
 	j.attempts++
 	if j.first.IsZero() {
 		j.first = time.Now()
@@ -272,7 +332,7 @@ func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) bool {
 	attempt := j.attempts
 	// A message on the wire finishes even when the run is being stopped:
 	// its commands have their own deadlines.
-	d, err := c.Send(context.WithoutCancel(ctx), j.Msg, func() error { return p.cfg.Commit(j, attempt) })
+	d, err := c.SendThen(context.WithoutCancel(ctx), j.Msg, func() error { return p.cfg.Commit(j, attempt) }, peek)
 	j.last, j.lastErr = d, err
 
 	var ce *CommitError
@@ -484,6 +544,32 @@ func (s *scheduler) next(ctx context.Context) *Job {
 		if got != nil {
 			return got
 		}
+	}
+}
+
+// tryNext returns a job that can be tried now without waiting: a due
+// retry or one already waiting in the caller's channel; else nil.
+func (s *scheduler) tryNext() *Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.retries) > 0 && !s.retries[0].due.After(time.Now()) {
+		s.inflight++
+		return heap.Pop(&s.retries).(*Job)
+	}
+	if s.closed {
+		return nil
+	}
+	select {
+	case j, ok := <-s.jobs:
+		if !ok {
+			s.closed = true
+			s.notify()
+			return nil
+		}
+		s.inflight++
+		return j
+	default:
+		return nil
 	}
 }
 

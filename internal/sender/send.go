@@ -24,14 +24,14 @@ type Delivery struct {
 	Rcpt []Reply // one per Message.To, in order
 	Data Reply   // reply to the final dot or BDAT LAST; or to DATA if refused
 	// Committed is true once the end of the message data (the final dot, or
-	// BDAT LAST) was written: from then on a lost reply means the message
-	// may have been delivered.
+	// the last octet of BDAT LAST) was handed to the network: from then on
+	// a lost reply means the message may have been delivered.
 	Committed bool
 }
 
 // LocalError is a message this connection's server cannot take, found
-// before anything was sent (RFC 1870 SIZE, RFC 6531 SMTPUTF8, 8BITMIME).
-// It is permanent for this server.
+// before anything was sent (RFC 1870 SIZE, RFC 6531 SMTPUTF8, 8BITMIME,
+// RFC 5321 4.5.3.1.6 line length). It is permanent for this server.
 type LocalError struct{ Reason string }
 
 func (e *LocalError) Error() string { return "sender: " + e.Reason }
@@ -44,11 +44,30 @@ type CommitError struct{ Err error }
 func (e *CommitError) Error() string { return "sender: before the final dot: " + e.Err.Error() }
 func (e *CommitError) Unwrap() error { return e.Err }
 
+// maxLine is the longest line SMTP carries, CRLF excluded (RFC 5321
+// 4.5.3.1.6).
+const maxLine = 998
+
+// envelope is one transaction's commands, as prepared and (when
+// pipelined) as written: the replies are read back in the same shape.
+type envelope struct {
+	m        *Message
+	params   string // MAIL FROM parameters, with a leading space
+	size     int    // octets of the message on the wire before dot-stuffing
+	rset     bool   // RSET goes first: the connection was used before
+	withData bool   // DATA ends the pipelined group
+	written  bool   // the commands are in the write buffer or on the wire
+	// For an envelope SendThen sent ahead: its replies, read already, so the
+	// next Send goes on from there.
+	replies Delivery
+	read    bool
+}
+
 // Send carries one message. It sends RSET first on a reused connection.
 // Where the server offers PIPELINING, RSET, MAIL, every RCPT and (for one
-// recipient) DATA go out in one write and the replies are matched in
-// order. commit is called just before the end of the data goes out; if it
-// fails, the message is abandoned and the connection closed.
+// recipient, without CHUNKING) DATA go out in one write and the replies are
+// matched in order. commit is called just before the end of the data goes
+// out; if it fails, the message is abandoned and the connection closed.
 //
 // The returned error is nil whenever the server answered every command it
 // was sent: refusals are in the Delivery. A *ProtocolError or a 421
@@ -56,31 +75,47 @@ func (e *CommitError) Unwrap() error { return e.Err }
 // Delivery.Committed is also true the message is in doubt. A *LocalError
 // means nothing was sent and the connection is still good.
 func (c *Client) Send(ctx context.Context, m *Message, commit func() error) (Delivery, error) {
+	return c.SendThen(ctx, m, commit, nil)
+}
+
+// SendThen is Send with a look-ahead for PIPELINING: just before the final
+// dot is written, next is called; if it returns a message the server can
+// take, that message's RSET, MAIL, RCPT and DATA go out in the same write
+// as the dot (RFC 2920 3.1 lets message content lead a command group), so
+// a connection carries one message per round trip. The caller must then
+// pass that message to the next Send or SendThen on this client (Queued
+// tells whether it was taken). If the connection fails, the queued message
+// was never committed and may be tried again anywhere.
+//
+// The replies to the envelope sent ahead are read before SendThen returns:
+// if they are out of step with the commands, the reply to this message's
+// final dot may be someone else's, and SendThen returns the error, which
+// makes this message in doubt.
+func (c *Client) SendThen(ctx context.Context, m *Message, commit func() error, next func() *Message) (Delivery, error) {
 	d := Delivery{Rcpt: make([]Reply, len(m.To))}
 	if c.broken != nil {
 		return d, c.broken
 	}
-	if len(m.To) == 0 {
-		return d, &LocalError{Reason: "message has no recipients"}
+	env := c.queued
+	c.queued = nil
+	if env != nil && env.m != m {
+		return d, c.fail("sending", errors.New("the message given is not the one whose envelope was already sent"))
 	}
-	for _, a := range append([]string{m.From}, m.To...) {
-		if strings.ContainsAny(a, "<> \t\r\n\x00") {
-			return d, &LocalError{Reason: fmt.Sprintf("address %q contains a character SMTP cannot carry", a)}
+	if env == nil {
+		var err error
+		if env, err = c.prepare(m); err != nil {
+			return d, err
 		}
-	}
-	params, err := c.mailParams(m)
-	if err != nil {
-		return d, err
 	}
 	stop := context.AfterFunc(ctx, c.interrupt)
 	defer stop()
-	c.txns++
+	var err error
 	if c.pipelining() {
-		err = c.sendPipelined(m, params, &d, commit)
+		err = c.sendPipelined(env, &d, commit, next)
 	} else {
-		err = c.sendSequential(m, params, &d, commit)
+		err = c.sendSequential(env, &d, commit)
 	}
-	if err == nil {
+	if err == nil && c.queued == nil {
 		// A reply nobody asked for means some reply may have been read as
 		// another's: nothing on this connection can be trusted (HAZARDS 7).
 		if n := c.text.R.Buffered(); n > 0 {
@@ -88,6 +123,45 @@ func (c *Client) Send(ctx context.Context, m *Message, commit func() error) (Del
 		}
 	}
 	return d, err
+}
+
+// Queued returns the message whose envelope SendThen sent ahead, or nil.
+func (c *Client) Queued() *Message {
+	if c.queued == nil {
+		return nil
+	}
+	return c.queued.m
+}
+
+// prepare checks a message against what the server announced and counts
+// it as a transaction on this connection.
+func (c *Client) prepare(m *Message) (*envelope, error) {
+	if len(m.To) == 0 {
+		return nil, &LocalError{Reason: "message has no recipients"}
+	}
+	for _, a := range append([]string{m.From}, m.To...) {
+		if strings.ContainsAny(a, "<> \t\r\n\x00") {
+			return nil, &LocalError{Reason: fmt.Sprintf("address %q contains a character SMTP cannot carry", a)}
+		}
+	}
+	size, longest := wireSize(m.Data)
+	if longest > maxLine {
+		return nil, &LocalError{Reason: fmt.Sprintf("message has a line of %d octets; SMTP allows %d (RFC 5321 4.5.3.1.6)", longest, maxLine)}
+	}
+	env := &envelope{m: m, size: size}
+	params, err := c.mailParams(env)
+	if err != nil {
+		return nil, err
+	}
+	env.params = params
+	// RSET before every transaction but the first on a connection (and
+	// after any command sent through Command), so a reused connection never
+	// meets "503 sender already specified" (smtppool#8).
+	env.rset = c.txns > 0 || c.used
+	env.withData = len(m.To) == 1 && !c.chunking()
+	c.txns++
+	c.used = false
+	return env, nil
 }
 
 func (c *Client) pipelining() bool {
@@ -102,22 +176,25 @@ func (c *Client) chunking() bool {
 
 // mailParams checks the message against what the server announced and
 // returns the MAIL FROM parameters it needs.
-func (c *Client) mailParams(m *Message) (string, error) {
+func (c *Client) mailParams(env *envelope) (string, error) {
 	var params []string
+	m := env.m
 	if v, ok := c.ext["SIZE"]; ok {
-		if limit, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && limit > 0 && int64(len(m.Data)) > limit {
-			return "", &LocalError{Reason: fmt.Sprintf("message is %d octets, over the server's SIZE limit of %d", len(m.Data), limit)}
+		// RFC 1870: the size as transmitted, CRLF pairs counted, before
+		// dot-stuffing.
+		if limit, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && limit > 0 && int64(env.size) > limit {
+			return "", &LocalError{Reason: fmt.Sprintf("message is %d octets, over the server's SIZE limit of %d", env.size, limit)}
 		}
-		params = append(params, "SIZE="+strconv.Itoa(len(m.Data)))
+		params = append(params, "SIZE="+strconv.Itoa(env.size))
 	}
+	_, utf8ok := c.ext["SMTPUTF8"]
 	if m.UTF8 {
-		if _, ok := c.ext["SMTPUTF8"]; !ok {
+		if !utf8ok {
 			return "", &LocalError{Reason: "address has a non-ASCII local part and the server does not offer SMTPUTF8"}
 		}
 		params = append(params, "SMTPUTF8")
 	}
 	if has8bit(m.Data) {
-		_, utf8ok := c.ext["SMTPUTF8"]
 		if _, ok := c.ext["8BITMIME"]; ok {
 			params = append(params, "BODY=8BITMIME")
 		} else if !(m.UTF8 && utf8ok) {
@@ -140,32 +217,67 @@ func has8bit(b []byte) bool {
 }
 
 // sendSequential is strict lock-step: one command, one reply.
-func (c *Client) sendSequential(m *Message, params string, d *Delivery, commit func() error) error {
+func (c *Client) sendSequential(env *envelope, d *Delivery, commit func() error) error {
 	t := c.cfg.Timeouts
-	if c.txns > 1 {
-		if _, err := c.cmd(t.Command, "RSET", "RSET"); err != nil {
-			return c.rsetFailed(err)
+	m := env.m
+	if env.rset {
+		if err := c.rset(); err != nil {
+			return err
 		}
 	}
-	r, err := c.cmd(t.Mail, "MAIL FROM", "MAIL FROM:<%s>%s", m.From, params)
+	r, err := c.cmd(t.Mail, "MAIL FROM", "MAIL FROM:<%s>%s", m.From, env.params)
 	d.Mail = r
-	if err := transactionError(err); err != nil || !r.Positive() {
+	if err := c.envelopeReply("MAIL FROM", r, err); err != nil || !r.Positive() {
 		return err
 	}
 	for i, to := range m.To {
 		r, err := c.cmd(t.Rcpt, "RCPT TO", "RCPT TO:<%s>", to)
 		d.Rcpt[i] = r
-		if err := transactionError(err); err != nil {
+		if err := c.envelopeReply("RCPT TO", r, err); err != nil {
 			return err
-		}
-		if err == nil && r.Code/100 != 2 {
-			return c.fail("reading reply to RCPT TO", fmt.Errorf("%w: %s", ErrUnexpectedReply, r))
 		}
 	}
 	if !d.Rcpt[0].Positive() {
 		return nil
 	}
-	return c.sendData(m, d, commit)
+	return c.sendData(env, d, commit, nil)
+}
+
+// rset sends RSET alone.
+func (c *Client) rset() error {
+	r, err := c.cmd(c.cfg.Timeouts.Command, "RSET", "RSET")
+	return c.rsetReply(r, err)
+}
+
+// rsetReply judges a reply to RSET: anything but a 2xx leaves the
+// connection in a state we do not understand.
+func (c *Client) rsetReply(r Reply, err error) error {
+	var re *ReplyError
+	switch {
+	case err == nil && r.Code/100 == 2:
+		return nil
+	case err == nil:
+		return c.fail("reading reply to RSET", fmt.Errorf("%w: %s", ErrUnexpectedReply, r))
+	case errors.As(err, &re) && re.Reply.Code != 421:
+		return c.fail("reading reply to RSET", fmt.Errorf("%w: %s", ErrUnexpectedReply, re.Reply))
+	}
+	return err
+}
+
+// envelopeReply judges a reply to MAIL or RCPT: a 2xx, 4xx or 5xx is an
+// answer (the Delivery keeps it); a 421 or a failure ends the connection;
+// a 3xx is out of step.
+func (c *Client) envelopeReply(verb string, r Reply, err error) error {
+	var re *ReplyError
+	switch {
+	case err == nil && r.Code/100 == 2:
+		return nil
+	case err == nil:
+		return c.fail("reading reply to "+verb, fmt.Errorf("%w: %s", ErrUnexpectedReply, r))
+	case errors.As(err, &re) && re.Reply.Code != 421:
+		return nil
+	}
+	return err
 }
 
 // transactionError passes on what ends the connection and swallows a
@@ -178,43 +290,75 @@ func transactionError(err error) error {
 	return err
 }
 
-// rsetFailed: a server that refuses RSET is not in a state we understand.
-func (c *Client) rsetFailed(err error) error {
-	var re *ReplyError
-	if errors.As(err, &re) && re.Reply.Code != 421 {
-		return c.fail("RSET", fmt.Errorf("%w: %s", ErrUnexpectedReply, re.Reply))
-	}
-	return err
+// outOfStep reports errors that mean replies and commands no longer
+// match: every reply read on the connection before it is suspect too.
+func outOfStep(err error) bool {
+	return errors.Is(err, ErrUnexpectedReply) || errors.Is(err, ErrMalformedReply) || errors.Is(err, ErrStrayReply)
 }
 
 // sendPipelined writes RSET, MAIL, every RCPT and, for one recipient,
 // DATA in one write (RFC 2920 3.1: DATA may end a group), then reads the
-// replies in order.
-func (c *Client) sendPipelined(m *Message, params string, d *Delivery, commit func() error) error {
+// replies in order. When SendThen sent the envelope ahead and read its
+// replies, it goes on from there.
+func (c *Client) sendPipelined(env *envelope, d *Delivery, commit func() error, next func() *Message) error {
+	if env.read {
+		*d = env.replies
+	} else {
+		if !env.written {
+			if err := c.checkIdle(); err != nil {
+				return err
+			}
+			c.text.W.Write(c.appendEnvelope(nil, env))
+			if err := c.flush(c.cfg.Timeouts.Mail, "sending commands"); err != nil {
+				return err
+			}
+		}
+		if err := c.readEnvelope(env, d); err != nil {
+			return err
+		}
+	}
+	accepted := d.Mail.Positive() && d.Rcpt[0].Positive()
+	switch {
+	case !env.withData && !accepted:
+		return nil
+	case !env.withData:
+		return c.sendData(env, d, commit, next)
+	case d.Data.Code != 354:
+		return nil // DATA refused: readEnvelope kept the reply
+	case !accepted:
+		// RFC 2920 3.1: the server took DATA though it refused the
+		// envelope; end the empty message with a lone dot and read the
+		// (negative) reply it owes.
+		if _, err := c.writeData([]byte(".\r\n"), 0); err != nil {
+			return err
+		}
+		r, err := c.readReplyTimeout("end of data", c.cfg.Timeouts.DataTerm)
+		if err != nil {
+			return err
+		}
+		d.Data = r
+		if r.Code/100 == 2 {
+			return c.fail("reading reply to end of data", fmt.Errorf("%w: %s to an empty message with no accepted recipient", ErrUnexpectedReply, r))
+		}
+		return transactionError(c.check("end of data", r))
+	}
+	return c.sendBody(env, d, commit, next, "")
+}
+
+// readEnvelope reads the replies to a pipelined envelope: RSET, MAIL, each
+// RCPT and, if it was sent, DATA. An error means the connection is gone;
+// refusals are in d. Every reply must be of a class its command can have,
+// and nothing may follow the last: either would mean the replies are out
+// of step with the commands.
+func (c *Client) readEnvelope(env *envelope, d *Delivery) error {
 	t := c.cfg.Timeouts
-	withData := len(m.To) == 1 && !c.chunking()
-	rset := c.txns > 1
-	var lines []string
-	if rset {
-		lines = append(lines, "RSET")
-	}
-	lines = append(lines, fmt.Sprintf("MAIL FROM:<%s>%s", m.From, params))
-	for _, to := range m.To {
-		lines = append(lines, fmt.Sprintf("RCPT TO:<%s>", to))
-	}
-	if withData {
-		lines = append(lines, "DATA")
-	}
-	if err := c.writeGroup(lines, t.Mail); err != nil {
-		return err
-	}
-	if rset {
+	if env.rset {
 		r, err := c.readReplyTimeout("RSET", t.Command)
 		if err != nil {
 			return err
 		}
-		if err := c.check("RSET", r); err != nil {
-			return c.rsetFailed(err)
+		if err := c.rsetReply(r, c.check("RSET", r)); err != nil {
+			return err
 		}
 	}
 	r, err := c.readReplyTimeout("MAIL FROM", t.Mail)
@@ -222,82 +366,50 @@ func (c *Client) sendPipelined(m *Message, params string, d *Delivery, commit fu
 		return err
 	}
 	d.Mail = r
-	if err := transactionError(c.check("MAIL FROM", r)); err != nil {
+	if err := c.envelopeReply("MAIL FROM", r, c.check("MAIL FROM", r)); err != nil {
 		return err
 	}
-	for i := range m.To {
+	for i := range env.m.To {
 		r, err := c.readReplyTimeout("RCPT TO", t.Rcpt)
 		if err != nil {
 			return err
 		}
 		d.Rcpt[i] = r
-		if err := transactionError(c.check("RCPT TO", r)); err != nil {
+		if err := c.envelopeReply("RCPT TO", r, c.check("RCPT TO", r)); err != nil {
 			return err
 		}
-		if r.Positive() && r.Code/100 != 2 {
-			return c.fail("reading reply to RCPT TO", fmt.Errorf("%w: %s", ErrUnexpectedReply, r))
-		}
 	}
-	accepted := d.Mail.Positive() && d.Rcpt[0].Positive()
-	if !withData {
-		if !accepted {
-			return nil
-		}
-		return c.sendData(m, d, commit)
-	}
-	r, err = c.readReplyTimeout("DATA", t.DataInit)
-	if err != nil {
-		return err
-	}
-	if r.Code != 354 {
-		d.Data = r
-		if err := transactionError(c.check("DATA", r)); err != nil {
-			return err
-		}
-		if r.Positive() {
-			return c.fail("reading reply to DATA", fmt.Errorf("%w: %s", ErrUnexpectedReply, r))
-		}
-		return nil
-	}
-	if !accepted {
-		// RFC 2920 3.1: the server took DATA though it refused the
-		// envelope; end the empty message with a lone dot and read the
-		// (negative) reply it owes.
-		r, err := c.finish("DATA", nil, t.DataTerm)
+	if env.withData {
+		r, err := c.readReplyTimeout("DATA", t.DataInit)
 		if err != nil {
 			return err
 		}
-		if r.Code/100 == 2 {
-			return c.fail("reading reply to end of data", fmt.Errorf("%w: %s to an empty message with no accepted recipient", ErrUnexpectedReply, r))
+		d.Data = r
+		if r.Code != 354 {
+			cerr := c.check("DATA", r)
+			if cerr == nil {
+				return c.fail("reading reply to DATA", fmt.Errorf("%w: %s", ErrUnexpectedReply, r))
+			}
+			if err := transactionError(cerr); err != nil {
+				return err
+			}
 		}
-		return nil
 	}
-	return c.sendBody(m, d, commit)
+	// Nothing else was asked: anything buffered is a stray reply that would
+	// be read as the answer to what comes next.
+	if n := c.text.R.Buffered(); n > 0 {
+		return c.fail("after the envelope", fmt.Errorf("%w (%d bytes)", ErrStrayReply, n))
+	}
+	return nil
 }
 
 // sendData starts the data phase after the envelope was accepted: BDAT
 // where the server offers CHUNKING, DATA otherwise.
-func (c *Client) sendData(m *Message, d *Delivery, commit func() error) error {
-	t := c.cfg.Timeouts
+func (c *Client) sendData(env *envelope, d *Delivery, commit func() error, next func() *Message) error {
 	if c.chunking() {
-		if err := commit(); err != nil {
-			c.fail("before BDAT", err)
-			c.conn.Close()
-			return &CommitError{Err: err}
-		}
-		d.Committed = true
-		body := normalizeCRLF(make([]byte, 0, len(m.Data)+2), m.Data)
-		header := fmt.Sprintf("BDAT %d LAST", len(body))
-		c.traceCommand(header)
-		c.text.W.WriteString(header + "\r\n")
-		r, err := c.finish("BDAT", body, t.DataTerm)
-		if err != nil {
-			return err
-		}
-		d.Data = r
-		return c.dataReplyError(r)
+		return c.sendBody(env, d, commit, next, fmt.Sprintf("BDAT %d LAST", env.size))
 	}
-	r, err := c.cmd(t.DataInit, "DATA", "DATA")
+	r, err := c.cmd(c.cfg.Timeouts.DataInit, "DATA", "DATA")
 	if err := transactionError(err); err != nil {
 		d.Data = r
 		return err
@@ -309,89 +421,131 @@ func (c *Client) sendData(m *Message, d *Delivery, commit func() error) error {
 		}
 		return nil
 	}
-	return c.sendBody(m, d, commit)
+	return c.sendBody(env, d, commit, next, "")
 }
 
-// sendBody sends the dot-stuffed message and its final dot after a 354.
-func (c *Client) sendBody(m *Message, d *Delivery, commit func() error) error {
+// sendBody calls commit, then writes the message (dot-stuffed after DATA,
+// or as it is after the BDAT command line bdat) with, when next offers
+// one, the following message's envelope in the same write, and reads the
+// reply to the end of the data and, if an envelope went ahead, its
+// replies.
+func (c *Client) sendBody(env *envelope, d *Delivery, commit func() error, next func() *Message, bdat string) error {
 	if err := commit(); err != nil {
-		// Closing without the final dot makes the server drop the message.
+		// Closing without the end of the data makes the server drop it.
 		c.fail("before the final dot", err)
 		c.conn.Close()
 		return &CommitError{Err: err}
 	}
-	d.Committed = true
-	body := dotStuff(make([]byte, 0, len(m.Data)+len(m.Data)/64+8), m.Data)
-	r, err := c.finish("end of data", body, c.cfg.Timeouts.DataTerm)
+	buf := make([]byte, 0, env.size+env.size/64+256)
+	verb := "end of data"
+	if bdat != "" {
+		c.traceCommand(bdat)
+		buf = append(buf, bdat...)
+		buf = append(buf, '\r', '\n')
+		buf = wireData(buf, env.m.Data, false)
+		verb = "BDAT"
+	} else {
+		buf = dotStuff(buf, env.m.Data)
+	}
+	end := len(buf) // the octet that completes the message
+	c.trace(">", fmt.Sprintf("[message data, %d octets]", end))
+	if next != nil && c.pipelining() {
+		if nm := next(); nm != nil {
+			if ne, err := c.prepare(nm); err == nil {
+				buf = c.appendEnvelope(buf, ne)
+				c.queued = ne
+			}
+		}
+	}
+	committed, err := c.writeData(buf, end)
+	d.Committed = committed
+	if err != nil {
+		return err
+	}
+	r, err := c.readReplyTimeout(verb, c.cfg.Timeouts.DataTerm)
 	if err != nil {
 		return err
 	}
 	d.Data = r
-	return c.dataReplyError(r)
-}
-
-// dataReplyError checks the reply to the end of the data: 2xx, 4xx, 5xx
-// are answers; a 421 also ends the connection; anything else is out of
-// step.
-func (c *Client) dataReplyError(r Reply) error {
 	if r.Code/100 == 3 {
 		return c.fail("reading reply to end of data", fmt.Errorf("%w: %s", ErrUnexpectedReply, r))
 	}
-	return transactionError(c.check("end of data", r))
-}
-
-// finish writes data (if any; a nil body writes a lone dot) and reads the
-// reply owed for it. The data and the command before it are flushed in one
-// write.
-func (c *Client) finish(verb string, body []byte, timeout time.Duration) (Reply, error) {
-	if body == nil {
-		body = []byte(".\r\n")
+	if err := transactionError(c.check(verb, r)); err != nil {
+		return err
 	}
-	c.trace(">", fmt.Sprintf("[message data, %d octets]", len(body)))
-	if err := c.writeChunked(body); err != nil {
-		return Reply{}, err
-	}
-	return c.readReplyTimeout(verb, timeout)
-}
-
-// writeChunked writes buffered commands and body with a fresh deadline
-// for each block, so a large message on a slow link is not cut off while
-// a stalled one still is (RFC 5321 4.5.3.2.5).
-func (c *Client) writeChunked(body []byte) error {
-	const block = 64 << 10
-	for len(body) > 0 {
-		n := min(block, len(body))
-		if err := c.conn.SetWriteDeadline(time.Now().Add(c.cfg.Timeouts.DataBlock)); err != nil {
-			return c.fail("sending message data", err)
+	if q := c.queued; q != nil {
+		// The replies to the envelope sent ahead come next. They are read
+		// now because they also vouch for this message's reply: if they are
+		// out of step, so may the reply just read be.
+		q.replies = Delivery{Rcpt: make([]Reply, len(q.m.To))}
+		err := c.readEnvelope(q, &q.replies)
+		q.read = true
+		if err != nil {
+			c.queued = nil
+			if outOfStep(err) {
+				return err
+			}
 		}
-		if _, err := c.text.W.Write(body[:n]); err != nil {
-			return c.fail("sending message data", err)
-		}
-		body = body[n:]
-	}
-	if err := c.text.W.Flush(); err != nil {
-		return c.fail("sending message data", err)
 	}
 	return nil
 }
 
-// writeGroup writes several command lines in one write.
-func (c *Client) writeGroup(lines []string, timeout time.Duration) error {
-	for _, l := range lines {
-		if err := validateLine(l); err != nil {
-			return err
+// writeData writes buf straight to the connection, after anything still
+// buffered, a block at a time with a fresh deadline for each (RFC 5321
+// 4.5.3.2.5), and reports whether the first end octets all went out: until
+// the last octet of the final dot has left, the server cannot have taken
+// the message.
+func (c *Client) writeData(buf []byte, end int) (committed bool, err error) {
+	if err := c.flush(c.cfg.Timeouts.DataBlock, "sending message data"); err != nil {
+		return false, err
+	}
+	const block = 64 << 10
+	written := 0
+	for written < len(buf) {
+		n := min(block, len(buf)-written)
+		if err := c.conn.SetWriteDeadline(time.Now().Add(c.cfg.Timeouts.DataBlock)); err != nil {
+			return written >= end, c.fail("sending message data", err)
+		}
+		k, err := c.conn.Write(buf[written : written+n])
+		written += k
+		if err != nil {
+			return written >= end, c.fail("sending message data", err)
 		}
 	}
-	if err := c.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-		return c.fail("sending commands", err)
+	return true, nil
+}
+
+// appendEnvelope appends the commands of a pipelined envelope to buf.
+func (c *Client) appendEnvelope(buf []byte, env *envelope) []byte {
+	line := func(s string) {
+		c.traceCommand(s)
+		buf = append(buf, s...)
+		buf = append(buf, '\r', '\n')
 	}
-	for _, l := range lines {
-		c.traceCommand(l)
-		c.text.W.WriteString(l)
-		c.text.W.WriteString("\r\n")
+	if env.rset {
+		line("RSET")
+	}
+	line("MAIL FROM:<" + env.m.From + ">" + env.params)
+	for _, to := range env.m.To {
+		line("RCPT TO:<" + to + ">")
+	}
+	if env.withData {
+		line("DATA")
+	}
+	env.written = true
+	return buf
+}
+
+// flush writes whatever commands are buffered.
+func (c *Client) flush(timeout time.Duration, phase string) error {
+	if c.text.W.Buffered() == 0 {
+		return nil
+	}
+	if err := c.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return c.fail(phase, err)
 	}
 	if err := c.text.W.Flush(); err != nil {
-		return c.fail("sending commands", err)
+		return c.fail(phase, err)
 	}
 	return nil
 }
@@ -403,6 +557,33 @@ func (c *Client) readReplyTimeout(verb string, timeout time.Duration) (Reply, er
 	return c.readReply(verb)
 }
 
+// wireSize is the length of data once every line ends in CRLF and NULs
+// are gone, before dot-stuffing (what RFC 1870 SIZE and BDAT count), and
+// the length of its longest line without the CRLF.
+func wireSize(data []byte) (size, longest int) {
+	line := 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case 0:
+			continue
+		case '\r', '\n':
+			if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+				i++
+			}
+			size += line + 2
+			longest = max(longest, line)
+			line = 0
+			continue
+		}
+		line++
+	}
+	if line > 0 {
+		size += line + 2
+		longest = max(longest, line)
+	}
+	return size, longest
+}
+
 // dotStuff appends data to dst as it must go on the wire after DATA:
 // every line ending CRLF (a lone CR or LF becomes CRLF, so no bare
 // newline can end the data early on a lenient server: SMTP smuggling,
@@ -412,14 +593,9 @@ func dotStuff(dst, data []byte) []byte {
 	return append(wireData(dst, data, true), '.', '\r', '\n')
 }
 
-// normalizeCRLF is dotStuff without the stuffing and the final dot, for
-// BDAT, which carries the octets as they are (RFC 3030).
-func normalizeCRLF(dst, data []byte) []byte {
-	return wireData(dst, data, false)
-}
-
 // wireData is the one place message data is put into wire form. It ends
-// with CRLF even when data does not.
+// with CRLF even when data does not. Without stuffing it is what BDAT
+// carries (RFC 3030).
 func wireData(dst, data []byte, stuff bool) []byte {
 	bol := true
 	for i := 0; i < len(data); i++ {
