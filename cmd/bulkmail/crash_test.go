@@ -753,9 +753,6 @@ func (h *harness) testJournalOnDeviceFile(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full")
 	}
-	t.Skip("BUG: --journal /dev/full (or /dev/zero): report.OpenJournal -> load reads the endless zero bytes " +
-		"as one line (readLine appends to acc without bound) until the process runs out of memory; " +
-		"want: refuse a non-regular file or a first line that is not a header, exit 3, nothing sent")
 	srv := startCapture(t, capture.Config{KeepInMemory: true})
 	j := newJob(t, srv, 3)
 	sh, err := exec.LookPath("sh")
@@ -896,7 +893,7 @@ func (h *harness) testOnlyNeverResendsDelivered(t *testing.T) {
 		}
 	}
 	if len(twice) > 0 {
-		t.Skipf("BUG: send --only delivered,deferred (exit %d) sent %d delivered rows a second time (%v); "+
+		t.Fatalf("send --only delivered,deferred (exit %d) sent %d delivered rows a second time (%v); "+
 			"sendRun.wanted returns r.only[prev.Status] before checking prev.Status.Final(); "+
 			"want: delivered rows never resent (refuse --only with a final status, exit 2, or skip them)",
 			code, len(twice), twice)
@@ -1267,7 +1264,7 @@ func (h *harness) testDeferredAttemptsAcrossRuns(t *testing.T) {
 		}
 	}
 	if want := []string{"2", "4", "6"}; strings.Join(attempts, ",") != strings.Join(want, ",") {
-		t.Skipf("BUG: a row deferred in 3 runs (--retries 1) shows attempts %v in the result after each run, want %v: "+
+		t.Fatalf("a row deferred in 3 runs (--retries 1) shows attempts %v in the result after each run, want %v: "+
 			"attempts restart at 1 each run (outcomeOf uses the pool's per-run Result.Attempts; the journal's "+
 			"earlier attempts are not added), so retries are not tracked across runs (HAZARDS 33)", attempts, want)
 	}
@@ -1357,7 +1354,7 @@ func (h *harness) testOnlyInDoubtNeedsResendInDoubt(t *testing.T) {
 
 	code, stderr := h.run(t, j.args("--only", "in_doubt")...)
 	if got := received(srv)[userEmail(held)]; got != 1 {
-		t.Skipf("BUG: send --only in_doubt without --resend-in-doubt (exit %d) sent the in-doubt row %s again "+
+		t.Fatalf("send --only in_doubt without --resend-in-doubt (exit %d) sent the in-doubt row %s again "+
 			"(received %d times); sendRun.wanted returns r.only[prev.Status] and never looks at --resend-in-doubt; "+
 			"want: in-doubt rows resent only with --resend-in-doubt (README, Statuses)", code, userEmail(held), got)
 	}
@@ -1418,7 +1415,7 @@ func (h *harness) testOnlyFailedAfterInterrupt(t *testing.T) {
 		}
 	}
 	if len(unsent) > 0 {
-		t.Skipf("BUG: after an interrupted run (exit 5), the result shows %d rows as failed \"not attempted\", "+
+		t.Fatalf("after an interrupted run (exit 5), the result shows %d rows as failed \"not attempted\", "+
 			"but send --only failed (exit %d) sent %d of them nothing: those rows have no journal record, and "+
 			"sendRun.wanted returns false for a row the journal does not know whenever --only is set; "+
 			"want: rows the result reports as failed are sent by --only failed (e.g. treat an unknown row as failed there)",

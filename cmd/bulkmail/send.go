@@ -106,6 +106,14 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	if err != nil {
 		return err
 	}
+	for st := range only {
+		switch {
+		case st.Final():
+			return usageErr("--only %s: %s rows are never sent again", st, st)
+		case st == report.InDoubt && !f.resendInDoubt:
+			return usageErr("--only in_doubt: an in_doubt row may have been delivered; add --resend-in-doubt to send it again")
+		}
+	}
 	if f.dryRun {
 		// A rehearsal never replaces the result of a real run.
 		resultSet := false
@@ -263,8 +271,9 @@ type sendRun struct {
 }
 
 type pendingRow struct {
-	email     string
-	messageID string
+	email           string
+	messageID       string
+	earlierAttempts int // attempts in earlier runs: retries are counted across runs
 }
 
 // deliver streams the list into the pool and records every outcome.
@@ -370,7 +379,11 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 				seen[key] = rec.Row
 			}
 		}
-		if !r.shard.contains(rec) || !r.wanted(rec.Row) {
+		if !r.shard.contains(rec) {
+			continue
+		}
+		prev, tried := r.journal.Last(rec.Row)
+		if !r.wanted(prev, tried) {
 			continue
 		}
 		email := rec.Address
@@ -404,7 +417,7 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 		if msg == nil {
 			continue
 		}
-		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID})
+		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID, earlierAttempts: prev.Attempts})
 		job := &sender.Job{ID: rec.Row, Msg: &sender.Message{From: msg.From, To: msg.To, Data: msg.Data, UTF8: msg.UTF8}}
 		select {
 		case jobs <- job:
@@ -415,22 +428,24 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 	}
 }
 
-// wanted reports whether a row is to be tried in this run, given what
-// the journal says of earlier runs.
-func (r *sendRun) wanted(row int) bool {
-	prev, ok := r.journal.Last(row)
-	if !ok {
-		return len(r.only) == 0
-	}
-	if len(r.only) > 0 {
-		return r.only[prev.Status]
+// wanted reports whether a row is to be tried in this run, given its last
+// state in the journal (tried is false for a row never reached, which the
+// result shows as failed, "not attempted"). A settled row is never sent
+// again and an in-doubt one only when the operator asks; --only narrows
+// what is left.
+func (r *sendRun) wanted(prev report.Outcome, tried bool) bool {
+	status := report.Failed
+	if tried {
+		status = prev.Status
 	}
 	switch {
-	case prev.Status.Final():
+	case tried && status.Final():
 		r.alreadyDone++
 		return false
-	case prev.Status == report.InDoubt:
-		return r.flags.resendInDoubt
+	case status == report.InDoubt && !r.flags.resendInDoubt:
+		return false
+	case len(r.only) > 0:
+		return r.only[status]
 	}
 	return true
 }
@@ -443,7 +458,7 @@ func outcomeOf(res sender.Result, p *pendingRow) report.Outcome {
 		Email:     res.Job.Msg.To[0],
 		Status:    report.Status(res.Status),
 		Data:      report.Reply(d.Data),
-		Attempts:  res.Attempts,
+		Attempts:  p.earlierAttempts + res.Attempts,
 		MessageID: p.messageID,
 		Conn:      res.Conn,
 		Start:     res.Start,

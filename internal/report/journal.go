@@ -208,6 +208,10 @@ func ReadJournal(path string) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
+	if err := regularFile(f, path); err != nil {
+		f.Close()
+		return nil, err
+	}
 	j, err := load(f, path, true)
 	if err != nil {
 		f.Close()
@@ -221,6 +225,10 @@ func openLocked(path string, flag int) (*os.File, error) {
 	f, err := os.OpenFile(path, flag, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
+	}
+	if err := regularFile(f, path); err != nil {
+		f.Close()
+		return nil, err
 	}
 	// Each open() makes its own open file description, so this also refuses
 	// a second journal on the same file inside one process.
@@ -339,10 +347,30 @@ func readLine(br *bufio.Reader, acc *[]byte) ([]byte, error) {
 	}
 	*acc = append((*acc)[:0], b...)
 	for err == bufio.ErrBufferFull {
+		if len(*acc) > maxRecord {
+			return nil, fmt.Errorf("report: journal line longer than %d bytes: %w", maxRecord, ErrNotJournal)
+		}
 		b, err = br.ReadSlice('\n')
 		*acc = append(*acc, b...)
 	}
 	return *acc, err
+}
+
+// maxRecord bounds one journal line; ours are a few kilobytes at most
+// (reply texts are bounded), so anything longer is not our journal.
+const maxRecord = 1 << 20
+
+// regularFile refuses a journal that is not a regular file: a device such
+// as /dev/zero would be read without end, /dev/full never written.
+func regularFile(f *os.File, path string) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("report: journal %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("report: journal %s is not a regular file: %w", path, ErrNotJournal)
+	}
+	return nil
 }
 
 func encode(r *record) ([]byte, error) {
