@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -133,4 +134,18 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	}
 	fmt.Fprint(stderr, usage)
 	return usageErr("unknown command %q", cmd)
+}
+
+// parseFlags parses a subcommand's flags. done is true when the command
+// must not go on: -h was asked for (err nil) or the flags are wrong (a
+// usage error; the flag package already said why).
+func parseFlags(fs *flag.FlagSet, args []string) (done bool, err error) {
+	err = fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return true, nil
+	case err != nil:
+		return true, &exitError{code: exitUsage}
+	}
+	return false, nil
 }

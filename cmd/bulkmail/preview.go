@@ -21,11 +21,8 @@ func runPreview(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	lf.register(fs)
 	limit := fs.Int("limit", 1, "how many rows to render")
 	out := fs.String("out", "", "write each message as an .eml file into this folder instead of stdout")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: exitUsage}
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	list, tmpl, err := lf.open(env, func(int) string { return env.messageID() })
 	if err != nil {

@@ -24,11 +24,8 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	from := fs.String("from", "", "envelope sender for the test MAIL FROM (default: postmaster@HELO name)")
 	rcpt := fs.String("rcpt", "", "try MAIL FROM and RCPT TO for this address, then RSET (nothing is sent)")
 	vrfy := fs.String("vrfy", "", "ask the server to VRFY this address")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: exitUsage}
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	if sf.url == "" {
 		return usageErr("probe: --smtp is required")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,11 +21,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	result := fs.String("result", "results.xlsx", "result file to write, .xlsx or .csv")
 	shardFlag := fs.String("shard", "", "the shard i/n the journal belongs to, as given to send")
 	mergeOut := fs.String("merge", "", "merge the result files given as arguments into this file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: exitUsage}
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	if *mergeOut != "" {
 		if fs.NArg() == 0 {

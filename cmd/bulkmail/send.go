@@ -77,11 +77,8 @@ func newSendFlags(stderr io.Writer) (*flag.FlagSet, *sendFlags) {
 
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *environment) error {
 	fs, f := newSendFlags(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: exitUsage}
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageErr("send: unexpected argument %q", fs.Arg(0))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,11 +16,8 @@ func runSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:2525", "address to listen on")
 	dir := fs.String("dir", "outbox", "folder for the received messages (.eml)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: exitUsage}
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	srv, err := capture.Start(capture.Config{Addr: *listen, Dir: *dir})
 	if err != nil {
