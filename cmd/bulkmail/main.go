@@ -29,7 +29,10 @@ Run "bulkmail COMMAND -h" for the flags of a command.
 Without --smtp, send delivers to the built-in capture server on a free
 loopback port and writes each message to outbox/: nothing leaves the machine.
 
-Exit status:
+` + exitStatuses
+
+// exitStatuses is the table in usage, every subcommand's -h and the README.
+const exitStatuses = `Exit status:
   0  every row was delivered (or skipped as a duplicate, suppressed or done before)
   1  the run finished but some rows were not delivered (see the result file)
   2  usage or input error, found before anything was sent
@@ -148,4 +151,14 @@ func parseFlags(fs *flag.FlagSet, args []string) (done bool, err error) {
 		return true, &exitError{code: exitUsage}
 	}
 	return false, nil
+}
+
+// setUsage makes -h print the synopsis, the flags and the exit statuses.
+func setUsage(fs *flag.FlagSet, synopsis string) {
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+		fmt.Fprint(w, "\n"+exitStatuses)
+	}
 }

@@ -17,6 +17,9 @@ import (
 func runPreview(ctx context.Context, args []string, stdout, stderr io.Writer, env *environment) error {
 	fs := flag.NewFlagSet("preview", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, `bulkmail preview --list FILE --template FILE [flags]
+
+Renders the first --limit rows and shows exactly the bytes that would be sent; sends nothing.`)
 	var lf listFlags
 	lf.register(fs)
 	limit := fs.Int("limit", 1, "how many rows to render")

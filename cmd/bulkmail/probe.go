@@ -19,6 +19,10 @@ import (
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer, env *environment) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, `bulkmail probe --smtp URL [flags]
+
+Walks through greeting, EHLO, TLS, AUTH, NOOP, HELP, VRFY and a test MAIL/RCPT
+(followed by RSET) and prints every reply; sends no message.`)
 	var sf smtpFlags
 	sf.register(fs)
 	from := fs.String("from", "", "envelope sender for the test MAIL FROM (default: postmaster@HELO name)")

@@ -15,6 +15,10 @@ import (
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, `bulkmail report --journal FILE --list FILE [--result FILE]
+bulkmail report --merge OUT.xlsx SHARD.xlsx...
+
+Rebuilds a result file from a journal without sending, or merges shard results.`)
 	var lf listFlags
 	lf.register(fs)
 	journalPath := fs.String("journal", "", "journal written by send")

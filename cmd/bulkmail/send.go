@@ -51,6 +51,11 @@ func newSendFlags(stderr io.Writer) (*flag.FlagSet, *sendFlags) {
 	f := &sendFlags{}
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, `bulkmail send --list FILE --template FILE [--smtp URL] [flags]
+
+Renders one message per row and delivers it. Without --smtp, delivers to the
+built-in capture server on loopback (messages in --outbox): nothing leaves the machine.
+Passwords come from $BULKMAIL_SMTP_PASSWORD or --password-file, never from flags.`)
 	f.listFlags.register(fs)
 	f.smtpFlags.register(fs)
 	fs.IntVar(&f.workers, "workers", 4, "connections, each reused for message after message")

@@ -14,6 +14,9 @@ import (
 func runSink(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, `bulkmail sink [--listen ADDR] [--dir DIR]
+
+Runs the capture server in the foreground to rehearse a job; nothing is relayed.`)
 	listen := fs.String("listen", "127.0.0.1:2525", "address to listen on")
 	dir := fs.String("dir", "outbox", "folder for the received messages (.eml)")
 	if done, err := parseFlags(fs, args); done {
