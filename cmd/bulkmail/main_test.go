@@ -409,3 +409,73 @@ func TestProbe(t *testing.T) {
 		t.Errorf("probe sent DATA: %v", cmds)
 	}
 }
+
+func TestStartingOver(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{})
+	list := writeList(t, dir, 3)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	send := func(extra ...string) (int, string) {
+		args := append([]string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl,
+			"--result", filepath.Join(dir, "r.xlsx")}, extra...)
+		code, _, stderr := runCLI(t, args...)
+		return code, stderr
+	}
+
+	// A result file bulkmail cannot write is a usage error found before
+	// anything is sent, not after.
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl, "--result", filepath.Join(dir, "r.txt"))
+	if code != exitUsage || len(srv.Messages()) != 0 {
+		t.Fatalf("--result r.txt: exit %d with %d messages sent, want %d and none; stderr:\n%s", code, len(srv.Messages()), exitUsage, stderr)
+	}
+
+	if code, stderr := send(); code != exitOK {
+		t.Fatalf("first run: exit %d; stderr:\n%s", code, stderr)
+	}
+	if code, stderr := send(); code != exitOK || len(srv.Messages()) != 3 {
+		t.Fatalf("second run: exit %d, %d messages in all, want 0 and 3; stderr:\n%s", code, len(srv.Messages()), stderr)
+	}
+	// --journal-reset starts over with the same list: everything again,
+	// the old journal kept beside the new one.
+	if code, stderr := send("--journal-reset"); code != exitOK || len(srv.Messages()) != 6 {
+		t.Fatalf("--journal-reset: exit %d, %d messages in all, want 0 and 6; stderr:\n%s", code, len(srv.Messages()), stderr)
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "r.xlsx.journal.old-*"))
+	if len(old) != 1 {
+		t.Errorf("old journals kept: %v, want 1", old)
+	}
+	// A dry run never writes over the result of a real run.
+	if code, _, stderr := runCLI(t, "send", "--dry-run", "--list", list, "--template", tmpl, "--result", filepath.Join(dir, "r.xlsx")); code != exitUsage {
+		t.Errorf("--dry-run over a real result: exit %d, want %d; stderr:\n%s", code, exitUsage, stderr)
+	}
+	if rows := readResult(t, filepath.Join(dir, "r.xlsx")); len(rows) != 3 || rows[0]["status"] != "delivered" {
+		t.Errorf("real result changed by the dry run: %v", rows)
+	}
+}
+
+func TestOnlyInvalidAfterEncodingFix(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	// Latin-1: "Zoë" is 0x5a 0x6f 0xeb.
+	list := writeFile(t, filepath.Join(dir, "latin1.csv"), "email,name,plan\nzoe@example.org,Zo\xeb,pro\nann@example.org,Ann,pro\n")
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", filepath.Join(dir, "r.xlsx")}
+	if code, _, stderr := runCLI(t, args...); code != exitUndelivered {
+		t.Fatalf("without --encoding: exit %d, want %d; stderr:\n%s", code, exitUndelivered, stderr)
+	}
+	if n := len(srv.Messages()); n != 1 {
+		t.Fatalf("%d messages, want 1 (the valid row)", n)
+	}
+	code, _, stderr := runCLI(t, append(args, "--encoding", "latin1", "--only", "invalid")...)
+	if code != exitOK {
+		t.Fatalf("--only invalid --encoding latin1: exit %d; stderr:\n%s", code, stderr)
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 2 || msgs[1].To[0] != "zoe@example.org" {
+		t.Fatalf("messages %d (last to %v), want 2, the second to zoe@example.org", len(msgs), msgs[len(msgs)-1].To)
+	}
+	rows := readResult(t, filepath.Join(dir, "r.xlsx"))
+	if rows[0]["status"] != "delivered" || rows[0]["name"] != "Zoë" || rows[1]["status"] != "delivered" {
+		t.Errorf("result rows: %v", rows)
+	}
+}

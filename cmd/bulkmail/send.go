@@ -110,11 +110,16 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	}
 	for st := range only {
 		switch {
-		case st.Final():
+		case st == report.Delivered || st == report.Rejected:
 			return usageErr("--only %s: %s rows are never sent again", st, st)
 		case st == report.InDoubt && !f.resendInDoubt:
 			return usageErr("--only in_doubt: an in_doubt row may have been delivered; add --resend-in-doubt to send it again")
 		}
+	}
+	switch strings.ToLower(filepath.Ext(f.result)) {
+	case ".xlsx", ".csv":
+	default:
+		return usageErr("--result %q: the result file must end in .xlsx or .csv", f.result)
 	}
 	if f.dryRun {
 		// A rehearsal never replaces the result of a real run.
@@ -127,6 +132,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	}
 	if f.journal == "" {
 		f.journal = f.result + ".journal"
+	}
+	if f.dryRun {
+		if _, err := os.Stat(f.journal); err == nil {
+			return usageErr("--dry-run --result %s: that is the result of a real run (it has the journal %s); choose another --result", f.result, f.journal)
+		}
 	}
 	suppressed, err := readSuppressions(f.suppress)
 	if err != nil {
@@ -212,7 +222,10 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	progress.stop()
 
 	reason := "not attempted"
-	if runErr != nil {
+	switch {
+	case errors.Is(runErr, context.Canceled):
+		reason = "not attempted: the run was interrupted"
+	case runErr != nil:
 		reason = "not attempted: " + runErr.Error()
 	}
 	counts, err := writeResult(f.result, &f.listFlags, journal, shard, reason)
@@ -228,7 +241,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			logf("%s; results in %s (journal %s)", counts, f.result, f.journal)
 		}
 		if run.alreadyDone > 0 {
-			logf("%d rows were settled by an earlier run and not sent again (add --journal-reset to start over)", run.alreadyDone)
+			logf("%d rows were settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid,skipped retries only rows never sent)", run.alreadyDone)
 		}
 	}
 	if f.url == "" && !f.dryRun {
@@ -441,13 +454,17 @@ func (r *sendRun) wanted(prev report.Outcome, tried bool) bool {
 		status = prev.Status
 	}
 	switch {
+	case len(r.only) > 0 && status != report.Delivered && status != report.Rejected && (status != report.InDoubt || r.flags.resendInDoubt):
+		// Invalid and skipped rows were never sent: --only may take them
+		// again, e.g. after a fix made through flags (--encoding).
+		return r.only[status]
+	case len(r.only) > 0:
+		return false
 	case tried && status.Final():
 		r.alreadyDone++
 		return false
 	case status == report.InDoubt && !r.flags.resendInDoubt:
 		return false
-	case len(r.only) > 0:
-		return r.only[status]
 	}
 	return true
 }

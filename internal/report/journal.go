@@ -132,8 +132,9 @@ type pendingRow struct {
 //
 // listID identifies the list by content (a SHA-256 hex of the list file). An
 // existing journal written for another listID returns an error wrapping
-// ErrListChanged unless reset is true, in which case the old journal is
-// renamed to path+".old-<timestamp>" and a fresh one started. A file that is
+// ErrListChanged unless reset is true. With reset, any existing journal
+// (same list or not) is renamed to path+".old-<timestamp>" and a fresh one
+// started. A file that is
 // not a journal returns an error wrapping ErrNotJournal and is not touched.
 //
 // Reading an existing journal rebuilds the last state of every row; a torn
@@ -152,11 +153,13 @@ func OpenJournal(path, listID string, reset bool) (*Journal, error) {
 		f.Close()
 		return nil, err
 	}
-	if j.listID != "" && j.listID != listID {
-		if !reset {
-			f.Close()
-			return nil, fmt.Errorf("report: journal %s: written for list %.12s, this list is %.12s: %w", path, j.listID, listID, ErrListChanged)
-		}
+	if j.listID != "" && j.listID != listID && !reset {
+		f.Close()
+		return nil, fmt.Errorf("report: journal %s: written for list %.12s, this list is %.12s: %w", path, j.listID, listID, ErrListChanged)
+	}
+	if reset && j.listID != "" {
+		// Starting over, for a changed list or the same one (a fix made
+		// through flags, a campaign sent again): the old journal is kept.
 		nf, err := rotate(path, f)
 		f.Close()
 		if err != nil {
