@@ -220,6 +220,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	}
 	runErr := run.deliver(ctx, cfg, limit, logf)
 	progress.stop()
+	if err := journal.Sync(); err != nil && runErr == nil {
+		runErr = err
+	}
 
 	reason := "not attempted"
 	switch {
@@ -407,7 +410,8 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 		}
 		settle := func(s report.Status, why string) error {
 			r.progress.add(s)
-			return r.journal.Record(report.Outcome{Row: rec.Row, Email: email, Status: s, Error: why, Start: time.Now()})
+			// Nothing was sent for this row: no need to wait for the disk.
+			return r.journal.Note(report.Outcome{Row: rec.Row, Email: email, Status: s, Error: why, Start: time.Now()})
 		}
 		var msg *merge.Message
 		switch {

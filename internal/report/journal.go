@@ -404,10 +404,51 @@ func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 // concurrent use by many workers. After a failed write every call returns
 // that error: the caller must stop sending.
 func (j *Journal) Record(o Outcome) error {
-	if err := o.check(); err != nil {
+	line, err := outcomeLine(&o)
+	if err != nil {
 		return err
 	}
-	line, err := encode(&record{
+	return j.append(line, o.Row)
+}
+
+// Note appends an outcome without waiting for the disk: for rows that
+// never reached a server (invalid, skipped), whose loss in a crash costs
+// only their being judged again on resume. The next Record, Committing,
+// Sync or Close makes it durable; Last sees it from then on.
+func (j *Journal) Note(o Outcome) error {
+	line, err := outcomeLine(&o)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return err
+	}
+	j.rows = append(j.rows, pendingRow{o.Row, int64(len(j.pending))})
+	j.pending = append(j.pending, line...)
+	if !j.writing && len(j.pending) >= 1<<18 {
+		j.flushLocked()
+	}
+	return j.err
+}
+
+// Sync returns once everything appended so far, notes included, is on
+// disk.
+func (j *Journal) Sync() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return err
+	}
+	return j.waitFlushed(j.batch)
+}
+
+func outcomeLine(o *Outcome) ([]byte, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	return encode(&record{
 		T:         kindOutcome,
 		Row:       o.Row,
 		Email:     o.Email,
@@ -421,10 +462,6 @@ func (j *Journal) Record(o Outcome) error {
 		Start:     o.Start,
 		Duration:  int64(o.Duration),
 	})
-	if err != nil {
-		return err
-	}
-	return j.append(line, o.Row)
 }
 
 // append adds line to the batch being collected and returns once that batch
@@ -435,20 +472,33 @@ func (j *Journal) Record(o Outcome) error {
 func (j *Journal) append(line []byte, row int) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.err != nil {
-		return j.err
-	}
-	if j.readOnly {
-		return fmt.Errorf("report: journal %s: opened read-only", j.path)
-	}
-	if j.closed {
-		return fmt.Errorf("report: journal %s: closed", j.path)
+	if err := j.usable(); err != nil {
+		return err
 	}
 	mine := j.batch
 	if row > 0 {
 		j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
 	}
 	j.pending = append(j.pending, line...)
+	return j.waitFlushed(mine)
+}
+
+// usable reports why nothing may be appended; call with j.mu held.
+func (j *Journal) usable() error {
+	switch {
+	case j.err != nil:
+		return j.err
+	case j.readOnly:
+		return fmt.Errorf("report: journal %s: opened read-only", j.path)
+	case j.closed:
+		return fmt.Errorf("report: journal %s: closed", j.path)
+	}
+	return nil
+}
+
+// waitFlushed returns once batch mine is on disk, writing it itself when
+// no write is in progress; call with j.mu held.
+func (j *Journal) waitFlushed(mine uint64) error {
 	for j.flushed < mine {
 		if j.err != nil {
 			return j.err
@@ -459,7 +509,7 @@ func (j *Journal) append(line []byte, row int) error {
 		}
 		j.flushLocked()
 	}
-	return nil
+	return j.err
 }
 
 // flushLocked writes and fsyncs the pending batch. It is called with j.mu

@@ -422,3 +422,41 @@ func BenchmarkJournalRecord(b *testing.B) {
 		})
 	}
 }
+
+func TestJournalNoteIsDurableAfterSync(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	j, err := OpenJournal(path, "list", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Note(Outcome{Row: 2, Email: "a@example.org", Status: Invalid, Error: "bad"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := j.Last(2); ok {
+		t.Errorf("a note is visible before it is on disk")
+	}
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := j.Last(2); !ok || o.Status != Invalid || o.Error != "bad" {
+		t.Errorf("after Sync: got %+v %v, want the invalid note", o, ok)
+	}
+	// A note followed by a durable record is flushed with it.
+	j.Note(Outcome{Row: 3, Email: "b@example.org", Status: Skipped})
+	if err := j.Record(Outcome{Row: 4, Email: "c@example.org", Status: Delivered}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ReadJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for row, want := range map[int]Status{2: Invalid, 3: Skipped, 4: Delivered} {
+		if o, ok := r.Last(row); !ok || o.Status != want {
+			t.Errorf("row %d after reopening: got %q %v, want %q", row, o.Status, ok, want)
+		}
+	}
+}

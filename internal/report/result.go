@@ -1,10 +1,12 @@
 package report
 
 import (
+	"archive/zip"
 	"bufio"
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -254,9 +256,13 @@ func (r *Result) finish() error {
 		if err := r.sum.write(r.xf); err != nil {
 			return r.xlsxErr(err)
 		}
-		// excelize builds the whole zip in memory before writing it out;
-		// compressed, that is a fraction of the rows' size.
-		if err := r.xf.Write(r.tmp); err != nil {
+		// excelize's Write builds the whole zip in a bytes.Buffer before
+		// writing it (hundreds of MB for a million rows). Its zip writer is
+		// pluggable: one on the temporary file streams the archive there,
+		// and what Write then copies from its buffer is empty.
+		tmp := r.tmp
+		r.xf.SetZipWriter(func(io.Writer) excelize.ZipWriter { return zip.NewWriter(tmp) })
+		if err := r.xf.Write(io.Discard); err != nil {
 			return r.xlsxErr(err)
 		}
 		if err := r.xf.Close(); err != nil {
