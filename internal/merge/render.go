@@ -267,18 +267,14 @@ func (t *Template) culprit(cols []string, values []string) string {
 // "x@evil.example, Bob"), the header is also rendered with each value
 // replaced by a neutral stand-in, and the two must hold as many addresses.
 func (t *Template) parseAddresses(h headerPart, v string, data map[string]string) ([]*mail.Address, error) {
+	i := strings.LastIndexByte(v, '<')
+	oneMailbox := i >= 0 && strings.HasSuffix(v, ">")
 	want := -1
-	stand := make(map[string]string, len(data))
-	for k, val := range data {
-		stand[k] = standIn(val)
-	}
-	var buf bytes.Buffer
-	if err := h.tmpl.Execute(&buf, stand); err == nil {
-		if s := strings.TrimSpace(buf.String()); s == "" {
-			want = 0
-		} else if l, err := mail.ParseAddressList(s); err == nil {
-			want = len(l)
-		}
+	if !(h.mailbox && oneMailbox) {
+		// How many addresses the template gives with harmless values: a row
+		// value that changes the count injected a list. (A header written as
+		// one "name <addr>" mailbox gives one whatever the values.)
+		want = t.addressCount(h, data)
 	}
 	if v == "" {
 		if want > 0 {
@@ -288,7 +284,7 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 	}
 	var list []*mail.Address
 	var err error
-	if i := strings.LastIndexByte(v, '<'); (h.mailbox || want == 1) && i >= 0 && strings.HasSuffix(v, ">") {
+	if (h.mailbox || want == 1) && oneMailbox {
 		// The template holds one mailbox, typically `{{.name}} <{{.email}}>`:
 		// everything before the last '<' is the name, taken literally, so a
 		// comma, quote or parenthesis in it is just text.
@@ -304,6 +300,10 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 	}
 	if err != nil {
 		return nil, wrapf(ErrNotAddress, "header %s: %q: %v", h.name, v, err)
+	}
+	if len(list) == 0 {
+		// An empty group ("x:;") is no address: the header would vanish.
+		return nil, wrapf(ErrNotAddress, "header %s: %q has no address", h.name, v)
 	}
 	if want >= 0 && len(list) != want {
 		return nil, wrapf(ErrHeaderInjection, "header %s: a value changes the address list (%d addresses, template gives %d)", h.name, len(list), want)
@@ -324,6 +324,31 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 		}
 	}
 	return list, nil
+}
+
+// addressCount renders header h with every column it uses replaced by a
+// stand-in of the same address-list shape and counts the addresses; -1 if
+// that cannot be told. Columns the header does not use are not parsed.
+func (t *Template) addressCount(h headerPart, data map[string]string) int {
+	stand := make(map[string]string, len(data))
+	for k := range data {
+		stand[k] = "Name"
+	}
+	for _, c := range h.cols {
+		if val, ok := data[c]; ok {
+			stand[c] = standIn(val)
+		}
+	}
+	var buf bytes.Buffer
+	if err := h.tmpl.Execute(&buf, stand); err != nil {
+		return -1
+	}
+	if s := strings.TrimSpace(buf.String()); s == "" {
+		return 0
+	} else if l, err := mail.ParseAddressList(s); err == nil {
+		return len(l)
+	}
+	return -1
 }
 
 // standIn replaces a value by something with the same address-list shape: n
