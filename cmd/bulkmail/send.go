@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"path/filepath"
@@ -377,7 +378,12 @@ func (r *sendRun) pendingRow(row int) *pendingRow {
 // produce reads every row and either records why it is not sent (invalid,
 // duplicate, suppressed, settled before) or hands its message to the pool.
 func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
-	seen := map[string]int{} // address key -> first row with it
+	// Address key -> first row with it, keyed by a 64-bit hash so that a
+	// million rows cost tens of megabytes, not hundreds. Two different
+	// addresses share a hash with odds of about n²/2⁶⁵ (10⁻⁸ for a million
+	// rows), and even then the row shows as skipped, naming the other.
+	seen := map[uint64]int32{}
+	seed := maphash.MakeSeed()
 	emailIdx := r.list.EmailIndex()
 	for {
 		rec, err := r.list.Next()
@@ -390,11 +396,11 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 		}
 		first := 0
 		if rec.Address != "" && rowErr == nil {
-			key := merge.AddressKey(rec.Address)
+			key := maphash.String(seed, merge.AddressKey(rec.Address))
 			if row, dup := seen[key]; dup {
-				first = row
+				first = int(row)
 			} else {
-				seen[key] = rec.Row
+				seen[key] = int32(rec.Row)
 			}
 		}
 		if !r.shard.contains(rec) {
