@@ -35,8 +35,9 @@ type field struct{ name, value string }
 
 // Render builds the complete message for one row in memory. A problem with
 // the row (a line break in a header value, a bad address, a failed template
-// action, a missing attachment) is returned as a *RowError naming the list
-// file, rec.Row and the column where known. Bind must have succeeded first.
+// action, a missing attachment or cid: image) is returned as a *RowError
+// naming the list file, rec.Row and the column where known. Bind must have
+// succeeded first.
 func (t *Template) Render(rec Recipient) (*Message, error) {
 	if !t.bound {
 		return nil, fmt.Errorf("merge: %s: Render before Bind", t.name)
@@ -193,21 +194,37 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 		return nil, rowErr("", wrapf(ErrRender, "body: %v", err))
 	}
 	body := newPart("text/plain; charset=utf-8", text.Bytes())
+	var files []file
+	if t.attachIdx >= 0 {
+		fs, err := t.attachments(rec.Values[t.attachIdx])
+		if err != nil {
+			return nil, rowErr(t.header[t.attachIdx], err)
+		}
+		files = fs
+	}
 	if t.html != nil {
 		var html bytes.Buffer
 		if err := t.html.Execute(&html, data); err != nil {
 			return nil, rowErr("", wrapf(ErrRender, "html: %v", err))
 		}
-		body = multipartOf("multipart/alternative", []part{body, newPart("text/html; charset=utf-8", html.Bytes())})
-	}
-	if t.attachIdx >= 0 {
-		atts, err := t.attachments(rec.Values[t.attachIdx])
+		htmlPart := newPart("text/html; charset=utf-8", html.Bytes())
+		inline, rest, err := t.inlineParts(html.Bytes(), files)
 		if err != nil {
-			return nil, rowErr(t.header[t.attachIdx], err)
+			return nil, rowErr("", err)
 		}
-		if len(atts) > 0 {
-			body = multipartOf("multipart/mixed", append([]part{body}, atts...))
+		files = rest
+		if len(inline) > 0 {
+			// RFC 2387: the HTML is the root, its images follow.
+			htmlPart = multipartOf("multipart/related", map[string]string{"type": "text/html"}, append([]part{htmlPart}, inline...))
 		}
+		body = multipartOf("multipart/alternative", nil, []part{body, htmlPart})
+	}
+	if len(files) > 0 {
+		parts := []part{body}
+		for _, f := range files {
+			parts = append(parts, f.part("attachment", ""))
+		}
+		body = multipartOf("multipart/mixed", nil, parts)
 	}
 
 	var out bytes.Buffer
@@ -535,8 +552,9 @@ func newPart(contentType string, raw []byte) part {
 	return part{contentType: contentType, cte: cte, data: data}
 }
 
-// multipartOf wraps parts in a multipart entity with a random boundary.
-func multipartOf(kind string, parts []part) part {
+// multipartOf wraps parts in a multipart entity of the given kind, with a
+// random boundary and any further Content-Type parameters.
+func multipartOf(kind string, params map[string]string, parts []part) part {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	for _, p := range parts {
@@ -551,16 +569,55 @@ func multipartOf(kind string, parts []part) part {
 		w.Write(p.data)
 	}
 	mw.Close()
+	ps := map[string]string{"boundary": mw.Boundary()}
+	for k, v := range params {
+		ps[k] = v
+	}
 	return part{
-		contentType: mime.FormatMediaType(kind, map[string]string{"boundary": mw.Boundary()}),
+		contentType: mime.FormatMediaType(kind, ps),
 		data:        buf.Bytes(),
+	}
+}
+
+// file is one file read for a message, by base name.
+type file struct {
+	name string
+	data []byte
+}
+
+// part encodes f in base64 with a Content-Type by its extension and the given
+// disposition ("attachment" or "inline"), and Content-ID <cid> if cid is set.
+// The name goes through mime.FormatMediaType, which quotes or RFC 2231
+// encodes it, so a row's file name cannot break out of the header.
+func (f file) part(disposition, cid string) part {
+	ct := mime.TypeByExtension(filepath.Ext(f.name))
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		mt, params = "application/octet-stream", map[string]string{}
+	}
+	params["name"] = f.name
+	extra := textproto.MIMEHeader{
+		"Content-Disposition": {mime.FormatMediaType(disposition, map[string]string{"filename": f.name})},
+	}
+	if cid != "" {
+		// Set directly: MIMEHeader.Set would spell it Content-Id.
+		extra["Content-ID"] = []string{"<" + cid + ">"}
+	}
+	return part{
+		contentType: mime.FormatMediaType(mt, params),
+		cte:         "base64",
+		extra:       extra,
+		data:        base64Lines(f.data),
 	}
 }
 
 // attachments reads the files named in cell, separated by ';', from the
 // list's folder. os.Root keeps a row from naming a file outside it.
-func (t *Template) attachments(cell string) ([]part, error) {
-	var parts []part
+func (t *Template) attachments(cell string) ([]file, error) {
+	var files []file
 	var root *os.Root
 	defer func() {
 		if root != nil {
@@ -579,36 +636,27 @@ func (t *Template) attachments(cell string) ([]part, error) {
 			}
 			root = r
 		}
-		f, err := root.Open(filepath.FromSlash(name))
+		data, err := readFile(root, filepath.FromSlash(name))
 		if err != nil {
 			return nil, wrapf(ErrAttachment, "%q: %v", name, err)
 		}
-		var buf bytes.Buffer
-		_, err = buf.ReadFrom(&limitReader{f, maxAttachment})
-		f.Close()
-		if err != nil {
-			return nil, wrapf(ErrAttachment, "%q: %v", name, err)
-		}
-		base := filepath.Base(filepath.FromSlash(name))
-		ct := mime.TypeByExtension(filepath.Ext(base))
-		if ct == "" {
-			ct = "application/octet-stream"
-		}
-		mt, params, err := mime.ParseMediaType(ct)
-		if err != nil {
-			mt, params = "application/octet-stream", map[string]string{}
-		}
-		params["name"] = base
-		parts = append(parts, part{
-			contentType: mime.FormatMediaType(mt, params),
-			cte:         "base64",
-			extra: textproto.MIMEHeader{
-				"Content-Disposition": {mime.FormatMediaType("attachment", map[string]string{"filename": base})},
-			},
-			data: base64Lines(buf.Bytes()),
-		})
+		files = append(files, file{name: filepath.Base(filepath.FromSlash(name)), data: data})
 	}
-	return parts, nil
+	return files, nil
+}
+
+// readFile reads name inside root, failing past maxAttachment bytes.
+func readFile(root *os.Root, name string) ([]byte, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(&limitReader{f, maxAttachment}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // limitReader fails, rather than truncates, past n bytes.

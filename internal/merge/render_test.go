@@ -31,6 +31,9 @@ func setup(t *testing.T, tmpl string, header []string, opts TemplateOptions, fil
 	if opts.HTMLPath != "" {
 		opts.HTMLPath = filepath.Join(dir, opts.HTMLPath)
 	}
+	if opts.InlineDir != "" {
+		opts.InlineDir = filepath.Join(dir, opts.InlineDir)
+	}
 	if opts.Now == nil {
 		opts.Now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
 	}

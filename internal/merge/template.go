@@ -21,11 +21,24 @@ import (
 // a plain-text message.
 type TemplateOptions struct {
 	// HTMLPath is an optional html/template file (auto-escaped) rendered with
-	// the same fields; the message becomes multipart/alternative.
+	// the same fields; the message becomes multipart/alternative. Images the
+	// HTML references as src="cid:NAME" or url(cid:NAME) are sent as inline
+	// parts of a multipart/related with the HTML (see AttachColumn and
+	// InlineDir); NAME is URL-decoded and may hold only letters, digits and
+	// ".-_+@", else the row is invalid.
 	HTMLPath string
 	// AttachColumn is an optional column naming attachment files for the row,
-	// separated by ';', relative to ListDir and confined to it.
+	// separated by ';', relative to ListDir and confined to it. A file whose
+	// base name is exactly a cid NAME the HTML references ("logo.png" for
+	// cid:logo.png; no match without the extension) is sent inline with
+	// Content-ID <NAME> instead of as an attachment.
 	AttachColumn string
+	// InlineDir is an optional folder of images shared by every row: a cid
+	// NAME the HTML references that is not one of the row's attachments is
+	// read from InlineDir/NAME, confined to that folder. A relative path is
+	// relative to the working directory. It needs HTMLPath. "" means a cid
+	// that is not a row attachment makes the row invalid (ErrAttachment).
+	InlineDir string
 	// ListDir is the folder attachments are relative to; "" means the folder
 	// of the list file given to Bind.
 	ListDir string
@@ -203,6 +216,9 @@ func ParseTemplate(path string, opts TemplateOptions) (*Template, error) {
 		}
 		t.html = h
 		cols = append(cols, treeColumns(h.Tree)...)
+	}
+	if err := checkInline(opts, t.html); err != nil {
+		return nil, err
 	}
 	if opts.Unsubscribe != "" {
 		u, err := newText("unsubscribe").Parse(opts.Unsubscribe)
