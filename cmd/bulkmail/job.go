@@ -17,7 +17,7 @@ import (
 // so a crontab line works from any directory.
 var pathFlags = map[string]bool{
 	"list": true, "template": true, "html": true, "result": true, "journal": true,
-	"outbox": true, "trace": true, "suppress": true, "password-file": true, "token-file": true,
+	"outbox": true, "inline-dir": true, "trace": true, "suppress": true, "password-file": true, "token-file": true,
 }
 
 // applyJobFile sets every flag the job file names that the command line

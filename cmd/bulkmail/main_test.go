@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"mime/quotedprintable"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -477,5 +481,87 @@ func TestOnlyInvalidAfterEncodingFix(t *testing.T) {
 	rows := readResult(t, filepath.Join(dir, "r.xlsx"))
 	if rows[0]["status"] != "delivered" || rows[0]["name"] != "Zoë" || rows[1]["status"] != "delivered" {
 		t.Errorf("result rows: %v", rows)
+	}
+}
+
+func TestSendHostileValuesArriveIntactOnce(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	// Every end-of-data lookalike a row's value can hold, and header
+	// injection attempts, in one list.
+	notes := []string{
+		"line\n.\nafter",
+		"line\r.\r\nafter",
+		"line\r\n.\r\nafter",
+		"line\n.\r\nafter",
+		"line\r\n\x00.\r\nafter",
+		".",
+		"..\n...",
+		"QUIT\r\nMAIL FROM:<evil@example.net>",
+		strings.Repeat("long ", 1000),
+	}
+	var b strings.Builder
+	b.WriteString("email,name,note\n")
+	quote := func(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+	for i, n := range notes {
+		fmt.Fprintf(&b, "u%d@example.org,User %d,%s\n", i, i, quote(n))
+	}
+	// Header injection through the name: that row must not be sent.
+	fmt.Fprintf(&b, "inject@example.org,%s,hello\n", quote("Eve\r\nBcc: victim@example.net"))
+	list := writeFile(t, filepath.Join(dir, "hostile.csv"), b.String())
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: s@example.com\nTo: {{.name}} <{{.email}}>\nSubject: Note for {{.name}}\n\nNote: {{.note}}\nEnd.\n")
+	result := filepath.Join(dir, "r.xlsx")
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl, "--result", result)
+	if code != exitUndelivered {
+		t.Fatalf("exit %d, want %d (one invalid row); stderr:\n%s", code, exitUndelivered, stderr)
+	}
+	got := map[string][]capture.Message{}
+	for _, m := range srv.Messages() {
+		for _, to := range m.To {
+			got[to] = append(got[to], m)
+		}
+	}
+	if len(srv.Messages()) != len(notes) {
+		t.Errorf("server received %d messages, want %d", len(srv.Messages()), len(notes))
+	}
+	if len(got["inject@example.org"]) != 0 || len(got["victim@example.net"]) != 0 {
+		t.Errorf("the header-injection row was sent")
+	}
+	for i, note := range notes {
+		to := fmt.Sprintf("u%d@example.org", i)
+		if len(got[to]) != 1 {
+			t.Errorf("%s received %d times, want 1", to, len(got[to]))
+			continue
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(got[to][0].Data))
+		if err != nil {
+			t.Fatalf("%s: net/mail: %v", to, err)
+		}
+		if n := len(msg.Header["Bcc"]); n != 0 {
+			t.Errorf("%s: message has a Bcc header", to)
+		}
+		var body io.Reader = msg.Body
+		if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+			body = quotedprintable.NewReader(msg.Body)
+		} else if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "base64") {
+			body = base64.NewDecoder(base64.StdEncoding, msg.Body)
+		}
+		text, err := io.ReadAll(body)
+		if err != nil {
+			t.Fatalf("%s: body: %v", to, err)
+		}
+		// Line ends are normalised to CRLF and NUL removed; the text is
+		// otherwise what the row holds.
+		want := "Note: " + note + "\nEnd.\n"
+		want = strings.ReplaceAll(want, "\x00", "")
+		want = strings.ReplaceAll(strings.ReplaceAll(strings.ReplaceAll(want, "\r\n", "\n"), "\r", "\n"), "\n", "\r\n")
+		if string(text) != want {
+			t.Errorf("%s: body %q, want %q", to, text, want)
+		}
+	}
+	rows := readResult(t, result)
+	last := rows[len(rows)-1]
+	if last["status"] != "invalid" || !strings.Contains(last["error"], "hostile.csv") || !strings.Contains(last["error"], "name") {
+		t.Errorf("injection row: status %q error %q, want invalid naming the file and column", last["status"], last["error"])
 	}
 }

@@ -52,6 +52,7 @@ type listFlags struct {
 	template     string
 	html         string
 	attachColumn string
+	inlineDir    string
 	emailColumn  string
 	delimiter    string
 	encoding     string
@@ -65,6 +66,7 @@ func (f *listFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.template, "template", "", "message template: headers, a blank line, the body (required)")
 	fs.StringVar(&f.html, "html", "", "optional html/template file: sends multipart/alternative")
 	fs.StringVar(&f.attachColumn, "attach-column", "", "column naming files to attach (';'-separated, relative to the list)")
+	fs.StringVar(&f.inlineDir, "inline-dir", "", "folder of images the HTML shows with cid:NAME (a row attachment named NAME wins)")
 	fs.StringVar(&f.emailColumn, "email-column", "email", "column holding each recipient's address")
 	fs.StringVar(&f.delimiter, "delimiter", "", "CSV delimiter: ',', ';', 'tab' (default: detected)")
 	fs.StringVar(&f.encoding, "encoding", "", "CSV character set: utf-8, utf-16, gb18030, gbk, shift_jis, windows-1252, latin1 (default utf-8)")
@@ -103,6 +105,7 @@ func (f *listFlags) open(env *environment, messageID func(row int) string) (*mer
 	tmpl, err := merge.ParseTemplate(f.template, merge.TemplateOptions{
 		HTMLPath:     f.html,
 		AttachColumn: f.attachColumn,
+		InlineDir:    f.inlineDir,
 		EnvelopeFrom: f.envelopeFrom,
 		Unsubscribe:  f.unsubscribe,
 		MessageID:    messageID,
