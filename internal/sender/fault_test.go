@@ -2063,7 +2063,7 @@ func TestFaultBodyStall(t *testing.T) {
 	// Bigger than the loopback socket buffers, so the writes block.
 	body := []byte("Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("y", 78)+"\r\n", 300_000))
 	big := &sender.Message{From: "big@example.com", To: []string{"big@example.org"}, Data: body}
-	short := func(t *sender.Timeouts) { t.DataBlock = 300 * time.Millisecond }
+	short := func(t *sender.Timeouts) { t.DataBlock = time.Second }
 
 	t.Run("client", func(t *testing.T) {
 		s := startFault(t, faultOpts{OnCommand: on("DATA", nil, func(c *fconn, _ string) {
@@ -2093,8 +2093,11 @@ func TestFaultBodyStall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := res[0]; r.Status != sender.Delivered || r.Attempts != 2 {
-			t.Errorf("job 0: %s after %d attempts (%v), want delivered after 2", r.Status, r.Attempts, r.Err)
+		// The stalled attempt is retried, never in doubt. On a loaded machine
+		// a slow reader can make a later attempt time out too: the count is
+		// at least 2, not exactly 2.
+		if r := res[0]; r.Status != sender.Delivered || r.Attempts < 2 {
+			t.Errorf("job 0: %s after %d attempts (%v), want delivered after at least 2", r.Status, r.Attempts, r.Err)
 		}
 		checkLedger(t, s, msgs, res)
 	})
