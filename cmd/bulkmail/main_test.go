@@ -565,3 +565,22 @@ func TestSendHostileValuesArriveIntactOnce(t *testing.T) {
 		t.Errorf("injection row: status %q error %q, want invalid naming the file and column", last["status"], last["error"])
 	}
 }
+
+func TestShortRowIsPaddedSentAndReported(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{})
+	list := writeFile(t, filepath.Join(dir, "short.csv"), "email,name,plan\na@example.org,A,p\nb@example.org,B\n")
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	result := filepath.Join(dir, "r.xlsx")
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl, "--result", result)
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "short.csv row 3") {
+		t.Errorf("stderr does not report the short row:\n%s", stderr)
+	}
+	rows := readResult(t, result)
+	if rows[1]["status"] != "delivered" || !strings.Contains(rows[1]["error"], "fewer cells") || rows[0]["error"] != "" {
+		t.Errorf("result rows: %v", rows)
+	}
+}

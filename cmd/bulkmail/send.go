@@ -292,7 +292,8 @@ type sendRun struct {
 type pendingRow struct {
 	email           string
 	messageID       string
-	earlierAttempts int // attempts in earlier runs: retries are counted across runs
+	earlierAttempts int    // attempts in earlier runs: retries are counted across runs
+	note            string // a warning about the row (padded), kept in the result
 }
 
 // deliver streams the list into the pool and records every outcome.
@@ -305,7 +306,7 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(jobs)
-		produceErr = r.produce(produceCtx, jobs)
+		produceErr = r.produce(produceCtx, jobs, logf)
 	})
 	if f.dryRun {
 		for range jobs {
@@ -377,7 +378,14 @@ func (r *sendRun) pendingRow(row int) *pendingRow {
 
 // produce reads every row and either records why it is not sent (invalid,
 // duplicate, suppressed, settled before) or hands its message to the pool.
-func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
+func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf func(string, ...any)) error {
+	const maxWarnings = 20
+	warnings := 0
+	defer func() {
+		if warnings > maxWarnings {
+			logf("%d more short rows padded (see the error column of the result)", warnings-maxWarnings)
+		}
+	}()
 	// Address key -> first row with it, keyed by a 64-bit hash so that a
 	// million rows cost tens of megabytes, not hundreds. Two different
 	// addresses share a hash with odds of about n²/2⁶⁵ (10⁻⁸ for a million
@@ -393,6 +401,15 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 		var rowErr *merge.RowError
 		if err != nil && !errors.As(err, &rowErr) {
 			return withCode(exitAborted, err)
+		}
+		// A short row is padded and sent; the operator hears of it here and
+		// in the result's error column.
+		var note string
+		if w := r.list.Warning(); w != nil && rowErr == nil && r.shard.contains(rec) {
+			note = "warning: " + w.Error()
+			if warnings++; warnings <= maxWarnings {
+				logf("%s", note)
+			}
 		}
 		first := 0
 		if rec.Address != "" && rowErr == nil {
@@ -442,7 +459,7 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job) error {
 		if msg == nil {
 			continue
 		}
-		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID, earlierAttempts: prev.Attempts})
+		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID, earlierAttempts: prev.Attempts, note: note})
 		job := &sender.Job{ID: rec.Row, Msg: &sender.Message{From: msg.From, To: msg.To, Data: msg.Data, UTF8: msg.UTF8}}
 		select {
 		case jobs <- job:
@@ -498,6 +515,9 @@ func outcomeOf(res sender.Result, p *pendingRow) report.Outcome {
 	}
 	if res.Err != nil {
 		o.Error = res.Err.Error()
+	}
+	if p.note != "" {
+		o.Error = strings.TrimPrefix(o.Error+"; "+p.note, "; ")
 	}
 	return o
 }
