@@ -147,7 +147,7 @@ func (f *smtpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.authMech, "auth", "", "force an AUTH mechanism: PLAIN, LOGIN, CRAM-MD5, XOAUTH2 (default: best offered)")
 	fs.StringVar(&f.tlsMode, "tls", "", "STARTTLS policy: required, opportunistic, none (default: required, opportunistic on loopback)")
 	fs.BoolVar(&f.tlsSkipCheck, "tls-skip-verify", false, "do not verify the server's certificate (insecure; for test relays only)")
-	fs.StringVar(&f.helo, "helo", "", "name to send with EHLO (default: this host's name)")
+	fs.StringVar(&f.helo, "helo", "", "name to send with EHLO (default: this host's name if it is fully qualified, else its address literal)")
 	fs.BoolVar(&f.noPipelining, "no-pipelining", false, "send one command at a time even where PIPELINING is offered")
 	fs.BoolVar(&f.noChunking, "no-chunking", false, "use DATA even where CHUNKING is offered")
 	fs.StringVar(&f.trace, "trace", "", "write the whole SMTP conversation to this file (AUTH redacted)")
@@ -217,7 +217,10 @@ func (f *smtpFlags) config(env *environment) (sender.Config, error) {
 		}
 		cfg.Auth = a
 	}
-	if cfg.LocalName == "" {
+	if cfg.LocalName == "" && strings.Contains(env.hostname, ".") {
+		// A bare host name ("vm") is no domain: relays that check EHLO
+		// refuse it. Without a dotted name the sender uses its address
+		// literal.
 		cfg.LocalName = env.hostname
 	}
 	return cfg, nil

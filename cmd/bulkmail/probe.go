@@ -97,7 +97,7 @@ Walks through greeting, EHLO, TLS, AUTH, NOOP, HELP, VRFY and a test MAIL/RCPT
 	if *rcpt != "" {
 		sender := *from
 		if sender == "" {
-			sender = "postmaster@" + cfg.LocalName
+			sender = "postmaster@" + env.hostname
 		}
 		r, err = c.Command(ctx, 2, "MAIL FROM:<"+sender+">")
 		step("MAIL", r, err)

@@ -193,7 +193,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			return withCode(exitAborted, err)
 		}
 		defer srv.Close()
-		cfg = sender.Config{Addr: srv.Addr(), TLS: sender.TLSNone, LocalName: env.hostname, Timeouts: f.timeouts}
+		cfg = sender.Config{Addr: srv.Addr(), TLS: sender.TLSNone, LocalName: f.helo, Timeouts: f.timeouts}
 		logf("no --smtp given: delivering to the built-in capture server at %s; nothing leaves this machine", srv.Addr())
 		logf("each message received is written to %s/", f.outbox)
 	}

@@ -110,7 +110,8 @@ type Config struct {
 	// system roots with ServerName set to the host of Addr. Certificates are
 	// verified unless the caller sets InsecureSkipVerify.
 	TLSConfig *tls.Config
-	// LocalName is the name sent with EHLO/HELO; "" means "localhost".
+	// LocalName is the name sent with EHLO/HELO; "" means the address
+	// literal of the connection's local address, e.g. "[192.0.2.7]".
 	LocalName string
 	// Auth, when not nil, authenticates after TLS. See Auth.
 	Auth *Auth
@@ -158,13 +159,13 @@ func Dial(ctx context.Context, cfg Config, id int) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sender: server address %q: %w", cfg.Addr, err)
 	}
-	if cfg.LocalName == "" {
-		cfg.LocalName = "localhost"
-	}
 	d := net.Dialer{Timeout: cfg.Timeouts.Connect}
 	conn, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, &ProtocolError{Phase: "connecting to " + cfg.Addr, Err: err}
+	}
+	if cfg.LocalName == "" {
+		cfg.LocalName = addressLiteral(conn.LocalAddr())
 	}
 	c := &Client{cfg: cfg, host: host, id: id, conn: conn, raw: conn, text: textproto.NewConn(conn)}
 	stop := context.AfterFunc(ctx, c.interrupt)
@@ -490,6 +491,19 @@ func (r Reply) wire() string {
 		b.WriteString(l)
 	}
 	return b.String()
+}
+
+// addressLiteral is the EHLO argument for a client without a fully
+// qualified name: its own address in brackets (RFC 5321 4.1.4, 4.1.3).
+func addressLiteral(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP == nil {
+		return "localhost"
+	}
+	if ip4 := tcp.IP.To4(); ip4 != nil {
+		return "[" + ip4.String() + "]"
+	}
+	return "[IPv6:" + tcp.IP.String() + "]"
 }
 
 // isLoopback reports whether host names this machine.
