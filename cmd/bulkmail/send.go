@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -286,7 +287,8 @@ type sendRun struct {
 	progress   *progress
 
 	alreadyDone int
-	pending     sync.Map // row -> *pendingRow, while a message is with the pool
+	pending     sync.Map    // row -> *pendingRow, while a message is with the pool
+	closing     atomic.Bool // set when the grace period ends: no more commits
 }
 
 type pendingRow struct {
@@ -326,6 +328,11 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		MaxPerConnection: f.maxPerConn,
 		MaxErrors:        f.maxErrors,
 		Commit: func(j *sender.Job, attempt int) error {
+			if r.closing.Load() {
+				// The grace period is over and the result is being written:
+				// nothing more may be committed behind its back.
+				return errors.New("run stopped: grace period over")
+			}
 			p := r.pendingRow(j.ID)
 			return r.journal.Committing(j.ID, attempt, p.email, p.messageID)
 		},
@@ -338,6 +345,11 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 			}
 			r.progress.add(o.Status)
 			return nil
+		},
+		// A refusal of data that went out is recorded before the retry
+		// waits, or a crash meanwhile would leave the row looking in doubt.
+		Retrying: func(res sender.Result) error {
+			return r.journal.Record(outcomeOf(res, r.pendingRow(res.Job.ID)))
 		},
 		Logf: logf,
 	})
@@ -354,6 +366,7 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		select {
 		case poolErr = <-poolDone:
 		case <-time.After(f.grace):
+			r.closing.Store(true)
 			poolErr = fmt.Errorf("grace period of %s over with messages still on the wire: %w", f.grace, ctx.Err())
 		}
 	}

@@ -242,6 +242,15 @@ func openLocked(path string, flag int) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("report: journal %s: flock: %w", path, err)
 	}
+	// A run with --journal-reset may have moved the file aside between our
+	// open and our lock: then we hold the lock of a journal no longer at
+	// path, and another run is using the new one.
+	held, err1 := f.Stat()
+	now, err2 := os.Stat(path)
+	if err1 != nil || err2 != nil || !os.SameFile(held, now) {
+		f.Close()
+		return nil, fmt.Errorf("report: journal %s was replaced while being opened: %w", path, ErrLocked)
+	}
 	return f, nil
 }
 

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,18 +29,44 @@ func (c *Client) checkIdle() error {
 	if n := c.text.R.Buffered(); n > 0 {
 		return c.fail("before the next command", fmt.Errorf("%w (%d bytes)", ErrStrayReply, n))
 	}
-	// On TLS the socket also carries records the server may send on its
-	// own (session tickets): only the buffered check applies.
-	if _, isTLS := c.conn.(*tls.Conn); isTLS {
+	pending, err := peekSocket(c.raw)
+	switch {
+	case err != nil:
+		return c.fail("before the next command", err)
+	case !pending:
 		return nil
 	}
-	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
+	if _, isTLS := c.conn.(*tls.Conn); !isTLS {
+		return c.fail("before the next command", ErrStrayReply)
+	}
+	// On TLS the bytes may be a record the server sends on its own (a
+	// session ticket, consumed inside crypto/tls), a close_notify, or a
+	// stray reply. A short read through TLS tells them apart; it waits only
+	// when the socket had something to say.
+	if err := c.conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+		return c.fail("before the next command", err)
+	}
+	_, err = c.text.R.Peek(1)
+	switch {
+	case err == nil:
+		return c.fail("before the next command", ErrStrayReply)
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		return nil
+	}
+	return c.fail("before the next command", fmt.Errorf("connection closed by the server: %w", err))
+}
+
+// peekSocket looks, without blocking or consuming, at the TCP socket
+// under any TLS: pending is true if the server sent something; an io.EOF
+// error means the server closed the connection.
+func peekSocket(conn net.Conn) (pending bool, err error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false, nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return nil
+		return false, nil
 	}
 	var (
 		n    int
@@ -50,13 +79,13 @@ func (c *Client) checkIdle() error {
 	})
 	switch {
 	case err != nil:
-		return nil
+		return false, nil
 	case perr == nil && n == 0:
-		return c.fail("before the next command", fmt.Errorf("connection closed by the server: %w", io.EOF))
-	case perr == nil && n > 0:
-		return c.fail("before the next command", ErrStrayReply)
+		return false, fmt.Errorf("connection closed by the server: %w", io.EOF)
+	case perr == nil:
+		return true, nil
 	case errors.Is(perr, unix.EAGAIN), errors.Is(perr, unix.EWOULDBLOCK):
-		return nil
+		return false, nil
 	}
-	return c.fail("before the next command", perr)
+	return false, perr
 }

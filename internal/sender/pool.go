@@ -79,6 +79,12 @@ type PoolConfig struct {
 	// that finished it, before that worker takes another message. An
 	// error stops the run.
 	Done func(Result) error
+	// Retrying, when set, is called before a message whose data went out
+	// (Delivery.Committed) is queued for another attempt, with the answer
+	// it got (a 4xx or 421 to the final dot): recorded, it tells a run
+	// resumed after a crash that the message was refused, not in doubt.
+	// An error stops the run.
+	Retrying func(Result) error
 	// Logf reports connection events to the operator (nil: silent).
 	Logf func(format string, args ...any)
 }
@@ -103,9 +109,10 @@ type Pool struct {
 	live        atomic.Int64 // connections open or being dialled now
 	consecutive atomic.Int64 // connection failures since the last answer
 
-	stopOnce sync.Once
-	stopErr  error
-	stop     context.CancelFunc
+	stopOnce   sync.Once
+	stopErr    error
+	hookFailed bool // the stop came from Commit, Done or Retrying: record nothing more
+	stop       context.CancelFunc
 }
 
 // NewPool returns a pool; Run starts it.
@@ -159,10 +166,9 @@ func (p *Pool) Run(ctx context.Context, jobs <-chan *Job) error {
 		return nil
 	}
 	// Messages waiting for a retry when the run stopped keep the answer
-	// they last had. After a journal or AUTH failure nothing more is
+	// they last had; only after a failed hook (the journal) is nothing more
 	// recorded.
-	var be *BreakerError
-	if p.stopErr == nil || errors.As(p.stopErr, &be) {
+	if !p.hookFailed {
 		for _, j := range p.sched.drain() {
 			if j.attempts == 0 {
 				continue
@@ -174,7 +180,7 @@ func (p *Pool) Run(ctx context.Context, jobs <-chan *Job) error {
 			}
 			reason := fmt.Errorf("run stopped before retry: %w", j.lastErr)
 			if err := p.cfg.Done(p.result(j, status, 0, reason)); err != nil {
-				p.fail(err)
+				p.failHook(err)
 				break
 			}
 		}
@@ -189,6 +195,16 @@ func (p *Pool) Run(ctx context.Context, jobs <-chan *Job) error {
 func (p *Pool) fail(err error) {
 	p.stopOnce.Do(func() {
 		p.stopErr = err
+		p.stop()
+	})
+}
+
+// failHook stops the run because a caller's hook (its journal) failed:
+// after that nothing more may be recorded.
+func (p *Pool) failHook(err error) {
+	p.stopOnce.Do(func() {
+		p.stopErr = err
+		p.hookFailed = true
 		p.stop()
 	})
 }
@@ -339,7 +355,7 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 	var le *LocalError
 	switch {
 	case errors.As(err, &ce):
-		p.fail(err)
+		p.failHook(err)
 		p.sched.abandon(j)
 		return false
 	case errors.As(err, &le):
@@ -355,8 +371,7 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 			return p.finish(j, Failed, c.ID(), err)
 		}
 		// Not delivered: try again at once on a new connection.
-		p.sched.retry(j, time.Now())
-		return true
+		return p.retry(j, Failed, c.ID(), err, time.Now())
 	}
 	p.consecutive.Store(0)
 	status, reason := classify(d)
@@ -366,10 +381,23 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		if wait > p.cfg.RetryMaxWait || wait <= 0 {
 			wait = p.cfg.RetryMaxWait
 		}
-		p.sched.retry(j, time.Now().Add(wait))
-		return true
+		return p.retry(j, Deferred, c.ID(), reason, time.Now().Add(wait))
 	}
 	return p.finish(j, status, c.ID(), reason)
+}
+
+// retry queues j for another attempt at due, first telling the Retrying
+// hook when its data went out, so that its refusal is on record.
+func (p *Pool) retry(j *Job, s Status, conn int, reason error, due time.Time) bool {
+	if j.last.Committed && p.cfg.Retrying != nil {
+		if err := p.cfg.Retrying(p.result(j, s, conn, fmt.Errorf("will be retried: %w", reason))); err != nil {
+			p.failHook(err)
+			p.sched.abandon(j)
+			return false
+		}
+	}
+	p.sched.retry(j, due)
+	return true
 }
 
 // classify reads the status from the replies of a transaction the server
@@ -404,7 +432,7 @@ func classify(d Delivery) (Status, error) {
 
 func (p *Pool) finish(j *Job, s Status, conn int, reason error) bool {
 	if err := p.cfg.Done(p.result(j, s, conn, reason)); err != nil {
-		p.fail(err)
+		p.failHook(err)
 		p.sched.abandon(j)
 		return false
 	}

@@ -436,6 +436,11 @@ func (c *Client) sendBody(env *envelope, d *Delivery, commit func() error, next 
 		c.conn.Close()
 		return &CommitError{Err: err}
 	}
+	// Committing may have taken an fsync's time: a reply that came in
+	// meanwhile would be read as the answer to the final dot (HAZARDS 7).
+	if err := c.checkIdle(); err != nil {
+		return err
+	}
 	buf := make([]byte, 0, env.size+env.size/64+256)
 	verb := "end of data"
 	if bdat != "" {

@@ -1,0 +1,178 @@
+package sender_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkmail/bulkmail/internal/report"
+	"github.com/bulkmail/bulkmail/internal/sender"
+)
+
+// Regression tests for the faults a code review found: a stray reply in
+// the fsync-long gap between commit and the data, idle TLS connections
+// closed by the server, and refusals of committed data that a crash must
+// not turn into in_doubt.
+
+func TestStrayReplyWhileCommitting(t *testing.T) {
+	for _, pipe := range []bool{false, true} {
+		t.Run(fmt.Sprint("pipelining=", pipe), func(t *testing.T) {
+			o := faultOpts{}
+			if pipe {
+				o.Ext = []string{"PIPELINING"}
+			}
+			var s *faultServer
+			o.OnCommand = func(c *fconn, verb, line string) bool {
+				if verb != "DATA" || s.Count("data") != 1 {
+					return false
+				}
+				// A 354, then a reply nobody asked for while the client is
+				// busy committing; the data must never be answered by it.
+				c.Reply("354 go ahead")
+				c.Write("250 2.0.0 stray reply, not yours\r\n")
+				if m, err := c.ReadData(); err == nil {
+					c.Reply("550 5.7.1 <" + m.To[0] + "> content rejected")
+				}
+				c.done = true
+				return true
+			}
+			s = startFault(t, o)
+			cfg := faultPoolConfig(s)
+			cfg.Commit = func(*sender.Job, int) error { time.Sleep(100 * time.Millisecond); return nil }
+			res, err := runJobs(t, cfg, testMessages(2), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := res[0]
+			if r.Status != sender.Delivered || r.Attempts != 2 || !strings.Contains(r.Delivery.Data.Text, "<user0@example.org>") {
+				t.Errorf("job 0: %s after %d attempts, data reply %v; want delivered at the second attempt with its own reply", r.Status, r.Attempts, r.Delivery.Data)
+			}
+		})
+	}
+}
+
+func TestIdleCloseCostsNoAttempt(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(fmt.Sprint("tls=", withTLS), func(t *testing.T) {
+			o := faultOpts{OnData: func(c *fconn, m *fmsg) bool {
+				c.Accept(m)
+				c.Reply(queuedReply(m))
+				c.Close() // the server ends every connection after a message
+				return true
+			}}
+			s := startFaultTLS(t, o, withTLS)
+			cfg := faultPoolConfig(s)
+			cfg.Retries = 0 // an attempt lost to the closed connection would fail the job
+			cfg.MaxErrors = 2
+			if withTLS {
+				_, roots := testCert()
+				cfg.Dial.TLS = sender.TLSRequired
+				cfg.Dial.TLSConfig = &tls.Config{RootCAs: roots}
+			}
+			const n = 6
+			// One job at a time, each after the previous connection was closed.
+			res, err := runJobs(t, cfg, testMessages(n), func(int) { time.Sleep(50 * time.Millisecond) })
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			for i := 0; i < n; i++ {
+				if r := res[i]; r.Status != sender.Delivered || r.Attempts != 1 {
+					t.Errorf("job %d: %s after %d attempts (%v), want delivered at the first", i, r.Status, r.Attempts, r.Err)
+				}
+			}
+		})
+	}
+}
+
+func TestRefusedDataIsRecordedBeforeTheRetry(t *testing.T) {
+	var s *faultServer
+	o := faultOpts{OnData: func(c *fconn, m *fmsg) bool {
+		if s.Count("data") == 1 {
+			c.Reply("451 4.3.0 <" + m.To[0] + "> try again later")
+			s.Signal()
+			return true
+		}
+		return false
+	}}
+	s = startFault(t, o)
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := report.OpenJournal(path, "list", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	record := func(r sender.Result) error {
+		return j.Record(report.Outcome{Row: r.Job.ID + 1, Email: r.Job.Msg.To[0], Status: report.Status(r.Status), Attempts: r.Attempts})
+	}
+	cfg := faultPoolConfig(s)
+	cfg.RetryWait, cfg.RetryMaxWait = time.Second, time.Second
+	cfg.Commit = func(jb *sender.Job, a int) error { return j.Committing(jb.ID+1, a, jb.Msg.To[0], "") }
+	cfg.Retrying = record
+	cfg.Done = record
+	jobs := make(chan *sender.Job, 1)
+	jobs <- &sender.Job{ID: 0, Msg: testMessage(0)}
+	close(jobs)
+	done := make(chan error, 1)
+	go func() { done <- sender.NewPool(cfg).Run(context.Background(), jobs) }()
+	s.WaitSignal(t)
+	// What a run started after a kill -9 during the retry wait would see.
+	deadline := time.Now().Add(5 * time.Second)
+	var got report.Outcome
+	for time.Now().Before(deadline) {
+		rj, err := report.ReadJournal(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ = rj.Last(1)
+		rj.Close()
+		if got.Status == report.Deferred {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got.Status != report.Deferred {
+		t.Errorf("during the retry wait the journal says %q (%s), want deferred", got.Status, got.Error)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	final, _ := j.Last(1)
+	if final.Status != report.Delivered {
+		t.Errorf("after the retry: %q, want delivered", final.Status)
+	}
+}
+
+func TestAuthStopStillReportsWaitingRetries(t *testing.T) {
+	var s *faultServer
+	o := faultOpts{Users: map[string]string{"u": "p"}}
+	o.OnCommand = func(c *fconn, verb, line string) bool {
+		if verb == "AUTH" && c.ID >= 2 {
+			c.Reply("535 5.7.8 authentication credentials invalid")
+			return true
+		}
+		return false
+	}
+	o.OnData = func(c *fconn, m *fmsg) bool {
+		if s.Count("data") == 1 {
+			c.Reply("451 4.3.0 <" + m.To[0] + "> try again later")
+			c.Close()
+			return true
+		}
+		return false
+	}
+	s = startFault(t, o)
+	cfg := faultPoolConfig(s)
+	cfg.Dial.Auth = &sender.Auth{Username: "u", Password: "p"}
+	res, err := runJobs(t, cfg, testMessages(1), nil)
+	if _, ok := err.(*sender.AuthError); !ok {
+		t.Fatalf("Run: %v, want an *AuthError", err)
+	}
+	r, ok := res[0]
+	if !ok || r.Status != sender.Deferred || r.Delivery.Data.Code != 451 {
+		t.Errorf("job 0: reported %v, %s with data reply %v; want deferred with its 451", ok, r.Status, r.Delivery.Data)
+	}
+}
