@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,9 @@ type Pool struct {
 	conns       atomic.Int64 // connections dialled so far: the next id
 	live        atomic.Int64 // connections open or being dialled now
 	consecutive atomic.Int64 // connection failures since the last answer
+
+	slowMu   sync.Mutex
+	lastSlow time.Time // when the rate was last lowered
 
 	stopOnce   sync.Once
 	stopErr    error
@@ -366,6 +370,7 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		p.connFailed(err)
 		return p.finish(j, InDoubt, c.ID(), fmt.Errorf("connection failed after the final dot, delivery unknown: %w", err))
 	case err != nil:
+		p.maybeSlowDown(d)
 		stopped := p.connFailed(err)
 		if stopped || j.attempts > p.cfg.Retries {
 			return p.finish(j, Failed, c.ID(), err)
@@ -374,6 +379,7 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		return p.retry(j, Failed, c.ID(), err, time.Now())
 	}
 	p.consecutive.Store(0)
+	p.maybeSlowDown(d)
 	status, reason := classify(d)
 	j.lastErr = reason
 	if status == Deferred && j.attempts <= p.cfg.Retries && ctx.Err() == nil {
@@ -384,6 +390,38 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		return p.retry(j, Deferred, c.ID(), reason, time.Now().Add(wait))
 	}
 	return p.finish(j, status, c.ID(), reason)
+}
+
+// maybeSlowDown halves the shared rate when a reply says the server is
+// being sent too much: a 421, or a 4.7.x status (RFC 3463 security and
+// policy, which rate limits use, e.g. Gmail's 421 4.7.28). From no limit
+// it drops to one message a second per connection. One step a second at
+// most, however many workers saw it; the rate does not rise again in this
+// run.
+func (p *Pool) maybeSlowDown(d Delivery) {
+	l := p.cfg.Limiter
+	if l == nil {
+		return
+	}
+	for _, r := range append([]Reply{d.Mail, d.Data}, d.Rcpt...) {
+		if r.Code != 421 && !(r.Code/100 == 4 && strings.HasPrefix(r.Enhanced, "4.7.")) {
+			continue
+		}
+		p.slowMu.Lock()
+		defer p.slowMu.Unlock()
+		if time.Since(p.lastSlow) < time.Second {
+			return
+		}
+		p.lastSlow = time.Now()
+		next := l.Limit() / 2
+		if l.Limit() == rate.Inf {
+			next = rate.Limit(p.cfg.Workers)
+		}
+		next = max(next, 0.1)
+		l.SetLimit(next)
+		p.cfg.Logf("the server asks to slow down (%s): at most %.2f messages/s from now on", r, float64(next))
+		return
+	}
 }
 
 // retry queues j for another attempt at due, first telling the Retrying

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/bulkmail/bulkmail/internal/report"
 	"github.com/bulkmail/bulkmail/internal/sender"
@@ -174,5 +177,34 @@ func TestAuthStopStillReportsWaitingRetries(t *testing.T) {
 	r, ok := res[0]
 	if !ok || r.Status != sender.Deferred || r.Delivery.Data.Code != 451 {
 		t.Errorf("job 0: reported %v, %s with data reply %v; want deferred with its 451", ok, r.Status, r.Delivery.Data)
+	}
+}
+
+func TestRateLimitRepliesSlowThePoolDown(t *testing.T) {
+	var s *faultServer
+	o := faultOpts{OnCommand: on("RCPT", func(c *fconn, _ string) bool { return s.Count("rcpt") == 1 }, func(c *fconn, line string) {
+		c.Reply("450 4.7.1 <" + rcptTo(line) + "> too many messages, slow down")
+	})}
+	s = startFault(t, o)
+	cfg := faultPoolConfig(s)
+	cfg.Workers = 2
+	cfg.Limiter = rate.NewLimiter(rate.Inf, 1)
+	var logged []string
+	var mu sync.Mutex
+	cfg.Logf = func(f string, a ...any) { mu.Lock(); logged = append(logged, fmt.Sprintf(f, a...)); mu.Unlock() }
+	res, err := runJobs(t, cfg, testMessages(3), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; r.Status != sender.Delivered || r.Attempts != 2 {
+		t.Errorf("job 0: %s after %d attempts, want delivered after 2", r.Status, r.Attempts)
+	}
+	if got := cfg.Limiter.Limit(); got != 2 {
+		t.Errorf("rate after a 4.7.1: %v, want 2 (one a second per connection)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logged) == 0 || !strings.Contains(logged[0], "slow down") {
+		t.Errorf("operator not told: %q", logged)
 	}
 }
