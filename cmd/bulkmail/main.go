@@ -23,6 +23,7 @@ Usage:
   bulkmail sink    [--listen ADDR] [--dir DIR]           run the capture server to rehearse a job
   bulkmail probe   --smtp URL [flags]                    check a server before a big send
   bulkmail report  --journal FILE --list FILE [--result FILE]   rebuild a result file from a journal
+  bulkmail report  --merge OUT.xlsx SHARD.xlsx...                merge the result files of shards
 
 Run "bulkmail COMMAND -h" for the flags of a command.
 
@@ -153,12 +154,24 @@ func parseFlags(fs *flag.FlagSet, args []string) (done bool, err error) {
 	return false, nil
 }
 
+// otherExitStatuses are those of the commands that send nothing.
+const otherExitStatuses = `Exit status:
+  0  done
+  1  some rows could not be rendered (preview)
+  2  usage or input error
+  3  the server could not be reached or refused us (probe), or a file could not be written
+`
+
 // setUsage makes -h print the synopsis, the flags and the exit statuses.
 func setUsage(fs *flag.FlagSet, synopsis string) {
+	statuses := otherExitStatuses
+	if fs.Name() == "send" {
+		statuses = exitStatuses
+	}
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
-		fmt.Fprint(w, "\n"+exitStatuses)
+		fmt.Fprint(w, "\n"+statuses)
 	}
 }

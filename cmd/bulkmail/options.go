@@ -63,7 +63,7 @@ type listFlags struct {
 
 func (f *listFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.list, "list", "", "recipient list, .csv or .xlsx (required)")
-	fs.StringVar(&f.template, "template", "", "message template: headers, a blank line, the body (required)")
+	fs.StringVar(&f.template, "template", "", "message template: headers, a blank line, the body (required by send and preview)")
 	fs.StringVar(&f.html, "html", "", "optional html/template file: sends multipart/alternative")
 	fs.StringVar(&f.attachColumn, "attach-column", "", "column naming files to attach (';'-separated, relative to the list)")
 	fs.StringVar(&f.inlineDir, "inline-dir", "", "folder of images the HTML shows with cid:NAME (a row attachment named NAME wins)")

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 
@@ -25,7 +26,7 @@ Walks through greeting, EHLO, TLS, AUTH, NOOP, HELP, VRFY and a test MAIL/RCPT
 (followed by RSET) and prints every reply; sends no message.`)
 	var sf smtpFlags
 	sf.register(fs)
-	from := fs.String("from", "", "envelope sender for the test MAIL FROM (default: postmaster@HELO name)")
+	from := fs.String("from", "", "envelope sender for the test MAIL FROM (default: postmaster@this host's name)")
 	rcpt := fs.String("rcpt", "", "try MAIL FROM and RCPT TO for this address, then RSET (nothing is sent)")
 	vrfy := fs.String("vrfy", "", "ask the server to VRFY this address")
 	if done, err := parseFlags(fs, args); done {
@@ -37,6 +38,14 @@ Walks through greeting, EHLO, TLS, AUTH, NOOP, HELP, VRFY and a test MAIL/RCPT
 	cfg, err := sf.config(env)
 	if err != nil {
 		return err
+	}
+	if sf.trace != "" {
+		tf, err := os.OpenFile(sf.trace, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return withCode(exitUsage, err)
+		}
+		defer tf.Close()
+		cfg.Trace = sender.NewTrace(tf)
 	}
 	for _, a := range []string{*from, *rcpt, *vrfy} {
 		if strings.ContainsAny(a, "<> \t\r\n\x00") {

@@ -178,7 +178,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	case errors.Is(err, report.ErrLocked):
 		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run; nothing sent: %w", journalPath, err))
 	case errors.Is(err, report.ErrListChanged):
-		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s; to start over, add --journal-reset (the old journal is kept): %w", journalPath, f.list, err))
+		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as --suppress", journalPath, f.list, err))
 	case err != nil:
 		return withCode(exitAborted, err)
 	}

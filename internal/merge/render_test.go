@@ -400,7 +400,7 @@ func TestBind(t *testing.T) {
 	if !errors.Is(err, ErrMissingColumn) {
 		t.Fatalf("got %v, want ErrMissingColumn", err)
 	}
-	want := `merge: welcome.tmpl uses columns "items", "region", "files", which recipients.csv does not have (columns: email, PLAN, first name): missing column`
+	want := `merge: welcome.tmpl and the attachment column use columns "items", "region", "files", which recipients.csv does not have (columns: email, PLAN, first name): missing column`
 	if err.Error() != want {
 		t.Fatalf("got %q, want %q", err, want)
 	}

@@ -356,6 +356,26 @@ func treeColumns(tr *parse.Tree) []string {
 	return cols
 }
 
+// sources names, with its verb, what can use columns: the template file,
+// and the HTML template, the unsubscribe URL and the attachment column
+// when set, so that a missing column is looked for in the right place.
+func (t *Template) sources() string {
+	names := []string{t.name}
+	if t.opts.HTMLPath != "" {
+		names = append(names, filepath.Base(t.opts.HTMLPath))
+	}
+	if t.opts.Unsubscribe != "" {
+		names = append(names, "the unsubscribe URL")
+	}
+	if t.opts.AttachColumn != "" {
+		names = append(names, "the attachment column")
+	}
+	if len(names) == 1 {
+		return names[0] + " uses"
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1] + " use"
+}
+
 // Bind checks, before anything is sent, that every column the template uses
 // exists in header (case-insensitive, trimmed), and remembers where, so that
 // Render can hand the template the values under the names it spells. The
@@ -385,12 +405,12 @@ func (t *Template) Bind(listFile string, header []string) error {
 		if len(missing) > 1 {
 			what = "columns " + strings.Join(missing, ", ") + ", which"
 		}
-		return fmt.Errorf("merge: %s uses %s %s does not have (columns: %s): %w",
-			t.name, what, list, strings.Join(trimmed, ", "), ErrMissingColumn)
+		return fmt.Errorf("merge: %s %s %s does not have (columns: %s): %w",
+			t.sources(), what, list, strings.Join(trimmed, ", "), ErrMissingColumn)
 	}
 	if len(dup) > 0 {
-		return fmt.Errorf("merge: %s uses %s, which %s has more than once: %w",
-			t.name, strings.Join(dup, ", "), list, ErrDuplicateColumn)
+		return fmt.Errorf("merge: %s %s, which %s has more than once: %w",
+			t.sources(), strings.Join(dup, ", "), list, ErrDuplicateColumn)
 	}
 	t.listFile, t.header, t.alias = list, trimmed, alias
 	t.attachIdx = -1

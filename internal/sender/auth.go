@@ -34,6 +34,10 @@ func (e *AuthError) Error() string {
 	return fmt.Sprintf("sender: AUTH %s refused: %s", e.Mechanism, e.Reply)
 }
 
+// ErrAuthUnavailable means credentials were given and the server offers
+// no mechanism to use them: a setup error, not worth a retry.
+var ErrAuthUnavailable = errors.New("sender: cannot authenticate")
+
 // ErrAuthInsecure refuses to send credentials in plain text to another
 // machine.
 var ErrAuthInsecure = errors.New("sender: refusing to send credentials without TLS to a host that is not loopback")
@@ -56,7 +60,10 @@ func (c *Client) authenticate(a *Auth) error {
 			}
 		}
 		if mech == "" {
-			return fmt.Errorf("sender: server offers AUTH %q, none of which bulkmail can use with the credentials given", c.ext["AUTH"])
+			if len(offered) == 0 {
+				return fmt.Errorf("%w: the server does not offer AUTH (remove the user name from --smtp, or use the relay's submission port)", ErrAuthUnavailable)
+			}
+			return fmt.Errorf("%w: the server offers AUTH %s, none of which bulkmail can use with the credentials given", ErrAuthUnavailable, c.ext["AUTH"])
 		}
 	}
 	c.redacting = true

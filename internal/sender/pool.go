@@ -256,7 +256,7 @@ func (p *Pool) work(ctx context.Context) {
 				return
 			}
 			var ae *AuthError
-			if errors.As(err, &ae) || errors.Is(err, ErrAuthInsecure) || errors.Is(err, ErrNoTLS) {
+			if errors.As(err, &ae) || errors.Is(err, ErrAuthInsecure) || errors.Is(err, ErrAuthUnavailable) || errors.Is(err, ErrNoTLS) {
 				p.fail(err)
 				p.sched.abandon(j)
 				return

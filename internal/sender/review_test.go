@@ -181,11 +181,17 @@ func TestAuthStopStillReportsWaitingRetries(t *testing.T) {
 }
 
 func TestRateLimitRepliesSlowThePoolDown(t *testing.T) {
-	var s *faultServer
-	o := faultOpts{OnCommand: on("RCPT", func(c *fconn, _ string) bool { return s.Count("rcpt") == 1 }, func(c *fconn, line string) {
+	var once sync.Once
+	o := faultOpts{OnCommand: on("RCPT", func(c *fconn, line string) bool {
+		first := false
+		if rcptTo(line) == "user0@example.org" {
+			once.Do(func() { first = true })
+		}
+		return first
+	}, func(c *fconn, line string) {
 		c.Reply("450 4.7.1 <" + rcptTo(line) + "> too many messages, slow down")
 	})}
-	s = startFault(t, o)
+	s := startFault(t, o)
 	cfg := faultPoolConfig(s)
 	cfg.Workers = 2
 	cfg.Limiter = rate.NewLimiter(rate.Inf, 1)

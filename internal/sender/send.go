@@ -122,7 +122,46 @@ func (c *Client) SendThen(ctx context.Context, m *Message, commit func() error, 
 			err = c.fail("after the transaction", fmt.Errorf("%w (%d bytes)", ErrStrayReply, n))
 		}
 	}
+	if err == nil && c.queued == nil && !d.Committed {
+		// A refusal is final for the row, so it must be the server's answer
+		// to this row and not a stray that arrived just in time: one NOOP
+		// shows whether replies and commands are still in step.
+		err = c.confirmInStep()
+	}
 	return d, err
+}
+
+// confirmInStep sends NOOP and expects its 250 and nothing after it. A
+// stray reply earlier in the transaction shows here as a reply of the
+// wrong kind (the one the last command really got): the transaction's
+// replies cannot be trusted, and the connection is broken.
+func (c *Client) confirmInStep() error {
+	if err := c.checkIdle(); err != nil {
+		return err
+	}
+	if err := validateLine("NOOP"); err != nil {
+		return err
+	}
+	c.traceCommand("NOOP")
+	c.text.W.WriteString("NOOP\r\n")
+	if err := c.flush(c.cfg.Timeouts.Command, "sending NOOP"); err != nil {
+		return err
+	}
+	r, err := c.readReplyTimeout("NOOP", c.cfg.Timeouts.Command)
+	if err != nil {
+		return err
+	}
+	if r.Code/100 != 2 {
+		if r.Code == 421 {
+			c.broken = &ReplyError{Command: "NOOP", Reply: r}
+			return nil // the answers before it stand; only the connection ends
+		}
+		return c.fail("confirming the replies", fmt.Errorf("%w: %s to NOOP", ErrUnexpectedReply, r))
+	}
+	if n := c.text.R.Buffered(); n > 0 {
+		return c.fail("confirming the replies", fmt.Errorf("%w (%d bytes)", ErrStrayReply, n))
+	}
+	return nil
 }
 
 // Queued returns the message whose envelope SendThen sent ahead, or nil.
@@ -453,7 +492,7 @@ func (c *Client) sendBody(env *envelope, d *Delivery, commit func() error, next 
 		buf = dotStuff(buf, env.m.Data)
 	}
 	end := len(buf) // the octet that completes the message
-	c.trace(">", fmt.Sprintf("[message data, %d octets]", end))
+	c.trace(">", fmt.Sprintf("[message data, %d octets]", env.size))
 	if next != nil && c.pipelining() {
 		if nm := next(); nm != nil {
 			if ne, err := c.prepare(nm); err == nil {
