@@ -393,7 +393,8 @@ retry_wait = "10ms"
 
 func TestProbe(t *testing.T) {
 	srv := startCapture(t, capture.Config{})
-	code, stdout, stderr := runCLI(t, "probe", "--smtp", "smtp://"+srv.Addr(), "--rcpt", "someone@example.org", "--vrfy", "someone@example.org")
+	trace := filepath.Join(t.TempDir(), "probe.trace")
+	code, stdout, stderr := runCLI(t, "probe", "--smtp", "smtp://"+srv.Addr(), "--rcpt", "someone@example.org", "--vrfy", "someone@example.org", "--trace", trace)
 	if code != exitOK {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
 	}
@@ -404,6 +405,9 @@ func TestProbe(t *testing.T) {
 	}
 	if got := len(srv.Messages()); got != 0 {
 		t.Errorf("probe made the server accept %d messages, want 0", got)
+	}
+	if b, err := os.ReadFile(trace); err != nil || !strings.Contains(string(b), "> EHLO") || !strings.Contains(string(b), "> VRFY someone@example.org") {
+		t.Errorf("probe --trace: %v, trace:\n%s", err, b)
 	}
 	var cmds []string
 	for _, c := range srv.Conns() {

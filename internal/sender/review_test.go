@@ -3,6 +3,7 @@ package sender_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -212,5 +213,22 @@ func TestRateLimitRepliesSlowThePoolDown(t *testing.T) {
 	defer mu.Unlock()
 	if len(logged) == 0 || !strings.Contains(logged[0], "slow down") {
 		t.Errorf("operator not told: %q", logged)
+	}
+}
+
+func TestCredentialsWithoutAuthStopTheRunAtOnce(t *testing.T) {
+	s := startFault(t, faultOpts{}) // offers no AUTH
+	cfg := faultPoolConfig(s)
+	cfg.Dial.Auth = &sender.Auth{Username: "u", Password: "hunter2"}
+	cfg.MaxErrors = 10
+	res, err := runJobs(t, cfg, testMessages(2), nil)
+	if !errors.Is(err, sender.ErrAuthUnavailable) || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("Run: %v, want ErrAuthUnavailable without the password", err)
+	}
+	if len(res) != 0 {
+		t.Errorf("%d jobs reported, want none (nothing was attempted)", len(res))
+	}
+	if n := len(s.Conns()); n != 1 {
+		t.Errorf("%d connections, want 1: a setup error is not retried", n)
 	}
 }
