@@ -58,7 +58,8 @@ type faultOpts struct {
 	Ext []string
 	// TLS, when set, offers STARTTLS.
 	TLS *tls.Config
-	// Users, when set, offers AUTH PLAIN LOGIN CRAM-MD5 and requires it.
+	// Users, when set, offers AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2 and
+	// requires it (for XOAUTH2 the table holds the token).
 	Users map[string]string
 	// Lockstep checks, after every command but BDAT, that nothing else
 	// arrives before its reply, and records a violation if it does.
@@ -464,7 +465,7 @@ func (c *fconn) handle(verb, arg string) {
 			lines = append(lines, "STARTTLS")
 		}
 		if c.s.o.Users != nil {
-			lines = append(lines, "AUTH PLAIN LOGIN CRAM-MD5")
+			lines = append(lines, "AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2")
 		}
 		for i := range lines {
 			sep := "-"
@@ -690,6 +691,28 @@ func (c *fconn) auth(arg string) {
 			return
 		}
 		c.Reply("535 5.7.8 authentication credentials invalid")
+	case "XOAUTH2":
+		// user=U\x01auth=Bearer TOKEN\x01\x01; the table holds the token
+		// as the password. A refusal comes as a 334 with a JSON error, then
+		// a 535 after the client's empty line (Gmail's way).
+		b, err := base64.StdEncoding.DecodeString(initial)
+		f := strings.Split(string(b), "\x01")
+		if err != nil || len(f) < 2 || !strings.HasPrefix(f[0], "user=") || !strings.HasPrefix(f[1], "auth=Bearer ") {
+			c.Reply("501 5.5.2 malformed")
+			return
+		}
+		user, token := strings.TrimPrefix(f[0], "user="), strings.TrimPrefix(f[1], "auth=Bearer ")
+		if want, found := users[user]; found && want == token {
+			c.authed = true
+			c.Reply("235 2.7.0 authenticated")
+			return
+		}
+		c.Reply("334 " + base64.StdEncoding.EncodeToString([]byte(`{"status":"401","schemes":"bearer"}`)))
+		if _, err := c.r.ReadString('\n'); err != nil {
+			c.done = true
+			return
+		}
+		c.Reply("535 5.7.8 username and token not accepted")
 	default:
 		c.Reply("504 5.5.4 unknown mechanism")
 	}

@@ -232,3 +232,49 @@ func TestCredentialsWithoutAuthStopTheRunAtOnce(t *testing.T) {
 		t.Errorf("%d connections, want 1: a setup error is not retried", n)
 	}
 }
+
+func TestXOAUTH2(t *testing.T) {
+	s := startFault(t, faultOpts{Users: map[string]string{"ann@example.com": "ya29.token"}})
+	tests := []struct {
+		name, token string
+		wantErr     bool
+	}{
+		{"good token", "ya29.token", false},
+		{"expired token", "ya29.old", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var trace strings.Builder
+			cfg := faultConfig(s)
+			cfg.Auth = &sender.Auth{Username: "ann@example.com", Token: tt.token}
+			cfg.Trace = sender.NewTrace(&traceWriter{b: &trace})
+			c, err := sender.Dial(context.Background(), cfg, 1)
+			if tt.wantErr {
+				var ae *sender.AuthError
+				if !errors.As(err, &ae) || ae.Reply.Code != 535 || ae.Mechanism != "XOAUTH2" {
+					t.Fatalf("Dial: %v, want an XOAUTH2 *AuthError with the 535", err)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("Dial: %v", err)
+				}
+				c.Quit()
+			}
+			if strings.Contains(trace.String(), tt.token) || !strings.Contains(trace.String(), "AUTH XOAUTH2 [redacted]") {
+				t.Errorf("trace leaks the token or lacks the redacted AUTH:\n%s", trace.String())
+			}
+		})
+	}
+}
+
+// traceWriter lets a strings.Builder take concurrent trace lines.
+type traceWriter struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (w *traceWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
