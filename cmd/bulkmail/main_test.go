@@ -8,10 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
 	"mime/quotedprintable"
 	"net/mail"
+	"net/textproto"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +24,7 @@ import (
 	"github.com/xuri/excelize/v2"
 
 	"github.com/bulkmail/bulkmail/internal/capture"
+	"github.com/bulkmail/bulkmail/internal/merge"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -586,5 +591,114 @@ func TestShortRowIsPaddedSentAndReported(t *testing.T) {
 	rows := readResult(t, result)
 	if rows[1]["status"] != "delivered" || !strings.Contains(rows[1]["error"], "fewer cells") || rows[0]["error"] != "" {
 		t.Errorf("result rows: %v", rows)
+	}
+}
+
+// parts flattens a MIME message into its leaf parts: content type and
+// decoded body, in order.
+func parts(t *testing.T, h textproto.MIMEHeader, body io.Reader) [][2]string {
+	t.Helper()
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		t.Fatalf("content type %q: %v", h.Get("Content-Type"), err)
+	}
+	if strings.HasPrefix(mt, "multipart/") {
+		var out [][2]string
+		r := multipart.NewReader(body, params["boundary"])
+		for {
+			p, err := r.NextRawPart()
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, parts(t, p.Header, p)...)
+		}
+	}
+	switch strings.ToLower(h.Get("Content-Transfer-Encoding")) {
+	case "quoted-printable":
+		body = quotedprintable.NewReader(body)
+	case "base64":
+		body = base64.NewDecoder(base64.StdEncoding, body)
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return [][2]string{{mt, string(b)}}
+}
+
+func TestCapturedMultipartMatchesRendered(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	writeFile(t, filepath.Join(dir, "report.pdf"), "%PDF-1.4 not really\n")
+	writeFile(t, filepath.Join(dir, "logo.png"), "\x89PNG\r\n\x1a\nnot really")
+	list := writeFile(t, filepath.Join(dir, "l.csv"), "email,name,files\n"+
+		"a@example.org,Zoë <Ünïcode>,report.pdf;logo.png\n"+
+		"b@example.org,\"Bob \"\"the . dot\"\"\",logo.png\n")
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: Sender <s@example.com>\nTo: {{.name}} <{{.email}}>\nSubject: Für {{.name}}\n\nHello {{.name}},\n.\nsee the attachment.\n")
+	html := writeFile(t, filepath.Join(dir, "t.html"), "<p>Hello {{.name}}</p><img src=\"cid:logo.png\">\n")
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl,
+		"--html", html, "--attach-column", "files", "--result", filepath.Join(dir, "r.xlsx"))
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	// Render the same rows in the test, as preview would, and compare part
+	// by part with what the server received.
+	tp, err := merge.ParseTemplate(tmpl, merge.TemplateOptions{HTMLPath: html, AttachColumn: "files"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := merge.OpenList(list, merge.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := tp.Bind(list, l.Header()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]byte{}
+	for _, m := range srv.Messages() {
+		got[m.To[0]] = m.Data
+	}
+	for {
+		rec, err := l.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := tp.Render(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wm, err := mail.ReadMessage(bytes.NewReader(want.Data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gm, err := mail.ReadMessage(bytes.NewReader(got[rec.Address]))
+		if err != nil {
+			t.Fatalf("%s: received message does not parse: %v", rec.Address, err)
+		}
+		for _, h := range []string{"From", "To", "Subject", "Content-Type"} {
+			w, g := wm.Header.Get(h), gm.Header.Get(h)
+			if h == "Content-Type" {
+				w, _, _ = mime.ParseMediaType(w)
+				g, _, _ = mime.ParseMediaType(g)
+			}
+			if w != g {
+				t.Errorf("%s: header %s got %q, want %q", rec.Address, h, g, w)
+			}
+		}
+		wp := parts(t, textproto.MIMEHeader(wm.Header), wm.Body)
+		gp := parts(t, textproto.MIMEHeader(gm.Header), gm.Body)
+		if !reflect.DeepEqual(gp, wp) {
+			t.Errorf("%s: parts differ:\ngot  %q\nwant %q", rec.Address, gp, wp)
+		}
+		if len(gp) < 3 {
+			t.Errorf("%s: %d parts, want text, html and at least the inline image", rec.Address, len(gp))
+		}
 	}
 }
