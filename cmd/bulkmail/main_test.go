@@ -702,3 +702,46 @@ func TestCapturedMultipartMatchesRendered(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxAttemptsAcrossRuns(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{Rcpt: func(to string) *capture.Reply {
+		if strings.HasPrefix(to, "user2@") {
+			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
+		}
+		return nil
+	}})
+	list := writeList(t, dir, 3)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	result := filepath.Join(dir, "r.xlsx")
+	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
+		"--retries", "1", "--retry-wait", "1ms", "--retry-max-wait", "1ms", "--max-attempts", "4"}
+	var rcpts []int
+	for run := 1; run <= 3; run++ {
+		code, _, stderr := runCLI(t, args...)
+		if code != exitUndelivered {
+			t.Fatalf("run %d: exit %d; stderr:\n%s", run, code, stderr)
+		}
+		n := 0
+		for _, c := range srv.Conns() {
+			for _, v := range c.Commands {
+				if v == "RCPT" {
+					n++
+				}
+			}
+		}
+		rcpts = append(rcpts, n)
+		if run == 3 && !strings.Contains(stderr, "used their 4 attempts") {
+			t.Errorf("run 3 does not say why the row was left alone:\n%s", stderr)
+		}
+	}
+	// Run 1: 3 rows + 1 retry = 4 RCPTs; run 2: 2 more for user2 (attempts
+	// 3 and 4); run 3: none.
+	if want := []int{4, 6, 6}; !reflect.DeepEqual(rcpts, want) {
+		t.Errorf("RCPT commands after each run %v, want %v", rcpts, want)
+	}
+	rows := readResult(t, result)
+	if r := rows[1]; r["status"] != "deferred" || r["attempts"] != "4" || r["rcpt_code"] != "451" {
+		t.Errorf("user2 after 3 runs: %v", r)
+	}
+}

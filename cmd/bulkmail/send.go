@@ -47,6 +47,7 @@ type sendFlags struct {
 	grace         time.Duration
 	job           string
 	shard         string
+	maxAttempts   int
 }
 
 func newSendFlags(stderr io.Writer) (*flag.FlagSet, *sendFlags) {
@@ -79,6 +80,7 @@ Passwords come from $BULKMAIL_SMTP_PASSWORD or --password-file, never from flags
 	fs.DurationVar(&f.grace, "grace", 30*time.Second, "after SIGINT/SIGTERM, how long messages on the wire may take to finish")
 	fs.StringVar(&f.job, "job", "", "TOML job file holding any of these flags (flags on the command line win)")
 	fs.StringVar(&f.shard, "shard", "", "send only shard i of n (0 <= i < n), split by a hash of the address")
+	fs.IntVar(&f.maxAttempts, "max-attempts", 20, "attempts a row may have over all runs; a deferred or failed row that used them is not tried again (0: no limit)")
 	return fs, f
 }
 
@@ -245,6 +247,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		} else {
 			logf("%s; results in %s (journal %s)", counts, f.result, f.journal)
 		}
+		if run.exhausted > 0 {
+			logf("%d rows were not tried again: they used their %d attempts (--max-attempts)", run.exhausted, f.maxAttempts)
+		}
 		if run.alreadyDone > 0 {
 			logf("%d rows were settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid,skipped retries only rows never sent)", run.alreadyDone)
 		}
@@ -287,6 +292,7 @@ type sendRun struct {
 	progress   *progress
 
 	alreadyDone int
+	exhausted   int         // rows not tried again: --max-attempts used up
 	pending     sync.Map    // row -> *pendingRow, while a message is with the pool
 	closing     atomic.Bool // set when the grace period ends: no more commits
 }
@@ -504,6 +510,11 @@ func (r *sendRun) wanted(prev report.Outcome, tried bool) bool {
 		r.alreadyDone++
 		return false
 	case status == report.InDoubt && !r.flags.resendInDoubt:
+		return false
+	case tried && r.flags.maxAttempts > 0 && prev.Attempts >= r.flags.maxAttempts:
+		// Retries are bounded across runs, not only within one (HAZARDS 33):
+		// a cron job must not knock on a refusing server for ever.
+		r.exhausted++
 		return false
 	}
 	return true
