@@ -1016,7 +1016,7 @@ func (h *harness) testReportAfterKill(t *testing.T) {
 		t.Errorf("report changed the journal (err %v)", err)
 	}
 	recs := readCSV(t, out)
-	wantHeader := append(append([]string(nil), report.FixedColumns...), "Email", "Name", "Plan")
+	wantHeader := append(append([]string(nil), report.FixedColumns...), "list Email", "Name", "Plan")
 	if strings.Join(recs[0], "|") != strings.Join(wantHeader, "|") {
 		t.Errorf("header: got %q, want %q", recs[0], wantHeader)
 	}

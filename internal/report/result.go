@@ -82,7 +82,18 @@ func CreateResult(path string, listHeader []string) (*Result, error) {
 	default:
 		return nil, fmt.Errorf("report: result %s: extension %q: want .xlsx or .csv", path, ext)
 	}
-	r.header = append(append(make([]string, 0, len(FixedColumns)+len(listHeader)), FixedColumns...), listHeader...)
+	r.header = append(make([]string, 0, len(FixedColumns)+len(listHeader)), FixedColumns...)
+	for _, h := range listHeader {
+		// The list's own "email" (or "status", "error") would stand twice
+		// under one name beside ours; the list's keeps its cells, renamed.
+		for _, f := range FixedColumns {
+			if strings.EqualFold(strings.TrimSpace(h), f) {
+				h = "list " + h
+				break
+			}
+		}
+		r.header = append(r.header, h)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("report: result: %w", err)
