@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -94,6 +95,7 @@ func CreateResult(path string, listHeader []string) (*Result, error) {
 		}
 		r.header = append(r.header, h)
 	}
+	removeStaleTemps(path)
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("report: result: %w", err)
@@ -443,4 +445,20 @@ func xmlChar(c rune) bool {
 		(c >= 0x20 && c <= 0xD7FF) ||
 		(c >= 0xE000 && c <= 0xFFFD) ||
 		(c >= 0x10000 && c <= 0x10FFFF)
+}
+
+// staleTemp is how old a temporary result file must be before a later run
+// takes it for the leftover of a process that was killed while writing:
+// far longer than writing even a million-row result takes.
+const staleTemp = 30 * time.Minute
+
+// removeStaleTemps deletes temporary files that a killed run left beside
+// path. Errors are ignored: they cost disk space, not correctness.
+func removeStaleTemps(path string) {
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*"))
+	for _, name := range old {
+		if st, err := os.Stat(name); err == nil && st.Mode().IsRegular() && time.Since(st.ModTime()) > staleTemp {
+			os.Remove(name)
+		}
+	}
 }

@@ -460,3 +460,30 @@ func TestResultSheetRollover(t *testing.T) {
 		t.Errorf("no %s sheet", SummarySheet)
 	}
 }
+
+func TestCreateResultRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "r.csv")
+	stale := filepath.Join(dir, ".r.csv.tmp-123")
+	fresh := filepath.Join(dir, ".r.csv.tmp-456")
+	for _, f := range []string{stale, fresh} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * staleTemp)
+	os.Chtimes(stale, old, old)
+	r, err := CreateResult(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a recent temporary file (another writer's) was removed: %v", err)
+	}
+}
