@@ -305,7 +305,17 @@ func load(f *os.File, path string, readOnly bool) (*Journal, error) {
 					// with a header is not ours to truncate.
 					break
 				}
-				return nil, fmt.Errorf("report: journal %s line %d: damaged record: %w", path, line, ErrNotJournal)
+				if line == 1 {
+					return nil, fmt.Errorf("report: journal %s line %d: damaged record: %w", path, line, ErrNotJournal)
+				}
+				// Records after a damaged one cannot be trusted to have been
+				// the last durable state, and dropping them could resend a
+				// message: the operator decides. Cutting the file here keeps
+				// every record before the damage.
+				return nil, fmt.Errorf("report: journal %s line %d (byte %d) is damaged, with records after it: %w; "+
+					"the records before it are intact: to keep them and resume, copy the journal aside and cut it with `truncate -s %d %s` "+
+					"(rows recorded after the damage will then be judged again, and any that were in flight show as in doubt at worst)",
+					path, line, off, ErrNotJournal, off, path)
 			}
 			off += int64(len(b))
 			continue
