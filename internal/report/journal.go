@@ -314,7 +314,7 @@ func load(f *os.File, path string, readOnly bool) (*Journal, error) {
 				// every record before the damage.
 				return nil, fmt.Errorf("report: journal %s line %d (byte %d) is damaged, with records after it: %w; "+
 					"the records before it are intact: to keep them and resume, copy the journal aside and cut it with `truncate -s %d %s` "+
-					"(rows recorded after the damage will then be judged again, and any that were in flight show as in doubt at worst)",
+					"(rows whose records stood after the damage will then be sent again: check them in the copy first)",
 					path, line, off, ErrNotJournal, off, path)
 			}
 			off += int64(len(b))
