@@ -1,9 +1,7 @@
 package main
 
 import (
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"net"
@@ -36,12 +34,10 @@ func defaultEnv() *environment {
 	return &environment{
 		now:      time.Now,
 		hostname: host,
-		messageID: func() string {
-			var b [16]byte
-			rand.Read(b[:])
-			return "<" + hex.EncodeToString(b[:]) + "@" + host + ">"
-		},
-		getenv: os.Getenv,
+		// "" lets merge pick: a random id at this host's name when it is
+		// fully qualified, else at the sender's domain.
+		messageID: func() string { return "" },
+		getenv:    os.Getenv,
 	}
 }
 

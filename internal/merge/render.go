@@ -149,8 +149,13 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 		id := ""
 		if t.opts.MessageID != nil {
 			id = t.opts.MessageID(rec.Row)
-		} else {
-			id = randomMsgID()
+		}
+		if id == "" {
+			from := fromAddr
+			if t.envFrom != "" {
+				from = t.envFrom
+			}
+			id = randomMsgID(from[strings.LastIndexByte(from, '@')+1:])
 		}
 		if !validMsgID(id) {
 			return nil, rowErr("", wrapf(ErrRender, "Message-ID: not <id@host>: %q", id))
@@ -392,12 +397,20 @@ func validMsgID(id string) bool {
 	return ok && l != "" && r != "" && !strings.ContainsAny(l+r, "<>@ \t\r\n\x00\"\\()[],;:") && !hasNonASCII(l+r)
 }
 
-func randomMsgID() string {
+// randomMsgID makes a Message-ID: 128 random bits at this host's name if
+// it is fully qualified, else at the sender's domain (a bare "vm" looks
+// like what spam filters look for), else at localhost.
+func randomMsgID(senderDomain string) string {
 	var b [16]byte
 	rand.Read(b[:])
+	ok := func(h string) bool { return strings.Contains(h, ".") && isDotAtom(h) && !hasNonASCII(h) }
 	host, _ := os.Hostname()
 	host = strings.ToLower(host)
-	if host == "" || !isDotAtom(host) || hasNonASCII(host) {
+	switch {
+	case ok(host):
+	case ok(strings.ToLower(senderDomain)):
+		host = strings.ToLower(senderDomain)
+	default:
 		host = "localhost"
 	}
 	return "<" + hex.EncodeToString(b[:]) + "@" + host + ">"

@@ -593,6 +593,16 @@ func TestRenderRandomMessageID(t *testing.T) {
 	if m1.MessageID == m2.MessageID || !validMsgID(m1.MessageID) {
 		t.Fatalf("Message-IDs %q and %q, want two distinct valid ids", m1.MessageID, m2.MessageID)
 	}
+	// The right side is this host's name when fully qualified, else the
+	// sender's domain: never a bare name like "vm".
+	host, _ := os.Hostname()
+	wantRight := "@example.org>"
+	if strings.Contains(host, ".") {
+		wantRight = "@" + strings.ToLower(host) + ">"
+	}
+	if !strings.HasSuffix(m1.MessageID, wantRight) {
+		t.Errorf("Message-ID %q, want it to end in %q", m1.MessageID, wantRight)
+	}
 	m3, err := tp.Render(recipient("ann@example.org", "<given@example.org>"))
 	if err != nil || m3.MessageID != "<given@example.org>" || bytes.Count(m3.Data, []byte("Message-ID")) != 1 {
 		t.Fatalf("got %v %v, want the template's Message-ID once", m3, err)

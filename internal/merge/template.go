@@ -49,8 +49,9 @@ type TemplateOptions struct {
 	// row (https, http or mailto). An https URL also gets
 	// "List-Unsubscribe-Post: List-Unsubscribe=One-Click" (RFC 8058).
 	Unsubscribe string
-	// MessageID returns the Message-ID (with angle brackets) for a row; nil
-	// means a random 128-bit hex id at this host's name.
+	// MessageID returns the Message-ID (with angle brackets) for a row; nil,
+	// or "" from it, means a random 128-bit hex id at this host's name when
+	// it is fully qualified, else at the sender's domain.
 	MessageID func(row int) string
 	// Now gives the time for the Date header; nil means time.Now.
 	Now func() time.Time
