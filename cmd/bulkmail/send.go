@@ -247,6 +247,16 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		} else {
 			logf("%s; results in %s (journal %s)", counts, f.result, f.journal)
 		}
+		if run.alreadyDone > 0 || len(only) > 0 || run.exhausted > 0 {
+			// The line above counts the whole list; say what this run did.
+			progress.mu.Lock()
+			if line := progress.counts.String(); line == "0 rows" {
+				logf("this run: nothing to send")
+			} else {
+				logf("this run: %s", line)
+			}
+			progress.mu.Unlock()
+		}
 		if run.exhausted > 0 {
 			logf("%d rows were not tried again: they used their %d attempts (--max-attempts)", run.exhausted, f.maxAttempts)
 		}
