@@ -261,3 +261,22 @@ func parseRate(s string) (rate.Limit, error) {
 
 // fmtCount formats n with a label, for the summary line.
 func fmtCount(n int, label string) string { return fmt.Sprintf("%d %s", n, label) }
+
+// openTrace opens (appending, mode 0600: it holds addresses) the file
+// --trace names.
+func openTrace(path string) (*sender.Trace, func() error, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, withCode(exitUsage, err)
+	}
+	return sender.NewTrace(f), f.Close, nil
+}
+
+// rowEmail is the address to show for a row: the normalised one, or what
+// the cell held when it is not an address.
+func rowEmail(rec merge.Recipient, emailIdx int) string {
+	if rec.Address == "" && emailIdx < len(rec.Values) {
+		return rec.Values[emailIdx]
+	}
+	return rec.Address
+}

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 
@@ -40,12 +39,12 @@ Walks through greeting, EHLO, TLS, AUTH, NOOP, HELP, VRFY and a test MAIL/RCPT
 		return err
 	}
 	if sf.trace != "" {
-		tf, err := os.OpenFile(sf.trace, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		trace, closeTrace, err := openTrace(sf.trace)
 		if err != nil {
-			return withCode(exitUsage, err)
+			return err
 		}
-		defer tf.Close()
-		cfg.Trace = sender.NewTrace(tf)
+		defer closeTrace()
+		cfg.Trace = trace
 	}
 	for _, a := range []string{*from, *rcpt, *vrfy} {
 		if strings.ContainsAny(a, "<> \t\r\n\x00") {

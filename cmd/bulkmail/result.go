@@ -76,10 +76,7 @@ func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reas
 		}
 		o, ok := j.Last(rec.Row)
 		if !ok {
-			o = report.Outcome{Row: rec.Row, Email: rec.Address, Status: report.Failed, Error: reason}
-			if o.Email == "" && emailIdx < len(rec.Values) {
-				o.Email = rec.Values[emailIdx]
-			}
+			o = report.Outcome{Row: rec.Row, Email: rowEmail(rec, emailIdx), Status: report.Failed, Error: reason}
 		}
 		if err := res.Write(o, rec.Values); err != nil {
 			res.Abort()

@@ -201,12 +201,12 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		logf("each message received is written to %s/", f.outbox)
 	}
 	if f.trace != "" && !f.dryRun {
-		tf, err := os.OpenFile(f.trace, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		trace, closeTrace, err := openTrace(f.trace)
 		if err != nil {
-			return withCode(exitUsage, err)
+			return err
 		}
-		defer tf.Close()
-		cfg.Trace = sender.NewTrace(tf)
+		defer closeTrace()
+		cfg.Trace = trace
 	}
 
 	progress := newProgress(stderr)
@@ -456,10 +456,7 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		if !r.wanted(prev, tried) {
 			continue
 		}
-		email := rec.Address
-		if email == "" && emailIdx < len(rec.Values) {
-			email = rec.Values[emailIdx]
-		}
+		email := rowEmail(rec, emailIdx)
 		settle := func(s report.Status, why string) error {
 			r.progress.add(s)
 			// Nothing was sent for this row: no need to wait for the disk.
