@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/bulkmail/bulkmail/internal/merge"
 	"github.com/bulkmail/bulkmail/internal/report"
@@ -45,6 +47,11 @@ func (c statusCounts) undelivered() int {
 // nothing, and the next run (or bulkmail report) writes the whole file.
 // Rows the journal does not know are reported as failed with reason;
 // rows outside the shard are left out.
+//
+// It runs after the last message, so its time adds to every run's: one
+// goroutine reads the list, lookup workers read each row's journal record
+// (a read and a decode a row, the largest share), and this goroutine
+// writes the rows in list order as their batches complete.
 func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reason string) (statusCounts, error) {
 	lo, err := lf.listOptions()
 	if err != nil {
@@ -59,33 +66,121 @@ func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reas
 	if err != nil {
 		return nil, err
 	}
+	p := startLookups(list, j, part, reason)
+	// Every goroutine is done with list before the deferred Close.
+	defer p.stop()
 	counts := statusCounts{}
-	emailIdx := list.EmailIndex()
-	for {
-		rec, err := list.Next()
-		if err == io.EOF {
-			break
+	for b := range p.ordered {
+		<-b.done
+		for i := range b.recs {
+			if err := res.Write(b.outs[i], b.recs[i].Values); err != nil {
+				res.Abort()
+				return nil, err
+			}
+			counts[b.outs[i].Status]++
 		}
-		var rowErr *merge.RowError
-		if err != nil && !errors.As(err, &rowErr) {
+		if b.err != nil {
 			res.Abort()
-			return nil, err
+			return nil, b.err
 		}
-		if !part.contains(rec) {
-			continue
-		}
-		o, ok := j.Last(rec.Row)
-		if !ok {
-			o = report.Outcome{Row: rec.Row, Email: rowEmail(rec, emailIdx), Status: report.Failed, Error: reason}
-		}
-		if err := res.Write(o, rec.Values); err != nil {
-			res.Abort()
-			return nil, err
-		}
-		counts[o.Status]++
 	}
 	if err := res.Close(); err != nil {
 		return nil, err
 	}
 	return counts, nil
+}
+
+// lookupBatch is how many list rows travel together between the stages of
+// writeResult: enough that channel handoffs cost little beside the rows'
+// work, few enough that the batches in flight hold little memory.
+const lookupBatch = 256
+
+// resultBatch is a run of consecutive list rows and, once done is closed,
+// each row's outcome.
+type resultBatch struct {
+	recs []merge.Recipient
+	outs []report.Outcome
+	err  error // a fatal list error after recs: the list ends here
+	done chan struct{}
+}
+
+// lookups is the reading half of writeResult: a reader of the list and
+// workers that look rows up in the journal.
+type lookups struct {
+	// ordered yields the batches in list order, closed after the last.
+	ordered <-chan *resultBatch
+	quit    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// startLookups starts reading list (restricted to part) and looking up
+// each row's last outcome in j; a row the journal does not know is failed
+// with reason. The caller reads p.ordered and must call p.stop.
+func startLookups(list *merge.List, j *report.Journal, part shard, reason string) *lookups {
+	workers := runtime.GOMAXPROCS(0)
+	ordered := make(chan *resultBatch, 4*workers)
+	work := make(chan *resultBatch, 4*workers)
+	p := &lookups{ordered: ordered, quit: make(chan struct{})}
+	emailIdx := list.EmailIndex()
+	p.wg.Add(1 + workers)
+	go func() {
+		defer p.wg.Done()
+		defer close(ordered)
+		defer close(work)
+		for end := false; !end; {
+			b := &resultBatch{recs: make([]merge.Recipient, 0, lookupBatch), done: make(chan struct{})}
+			for len(b.recs) < lookupBatch {
+				rec, err := list.Next()
+				if err == io.EOF {
+					end = true
+					break
+				}
+				var rowErr *merge.RowError
+				if err != nil && !errors.As(err, &rowErr) {
+					b.err, end = err, true
+					break
+				}
+				if part.contains(rec) {
+					b.recs = append(b.recs, rec)
+				}
+			}
+			// To the workers first: a batch in ordered is always on its
+			// way to being done, so the writer waiting for it cannot
+			// wait for ever.
+			select {
+			case work <- b:
+			case <-p.quit:
+				return
+			}
+			select {
+			case ordered <- b:
+			case <-p.quit:
+				return
+			}
+		}
+	}()
+	for range workers {
+		go func() {
+			defer p.wg.Done()
+			for b := range work {
+				b.outs = make([]report.Outcome, len(b.recs))
+				for i, rec := range b.recs {
+					o, ok := j.Last(rec.Row)
+					if !ok {
+						o = report.Outcome{Row: rec.Row, Email: rowEmail(rec, emailIdx), Status: report.Failed, Error: reason}
+					}
+					b.outs[i] = o
+				}
+				close(b.done)
+			}
+		}()
+	}
+	return p
+}
+
+// stop ends the goroutines of p, whether or not every batch was read, and
+// returns once none of them uses the list or the journal any more.
+func (p *lookups) stop() {
+	close(p.quit)
+	p.wg.Wait()
 }
