@@ -44,7 +44,13 @@ func AddressKey(addr string) string {
 	if i < 0 {
 		return addr
 	}
-	return addr[:i+1] + strings.ToLower(addr[i+1:])
+	d := addr[i+1:]
+	ld := strings.ToLower(d)
+	if ld == d {
+		// The usual case, a normalised address: no new string.
+		return addr
+	}
+	return addr[:i+1] + ld
 }
 
 // normalizeAddress is NormalizeAddress with an unprefixed error, for use

@@ -9,35 +9,80 @@ import (
 // into CRLF, ending with one, so no bare CR or LF reaches the wire and a
 // "\r.\r\n" in a value cannot become an end-of-data on some relay.
 func normalizeText(b []byte) []byte {
-	out := make([]byte, 0, len(b)+len(b)/16+2)
+	out, _ := appendNormalized(make([]byte, 0, len(b)+len(b)/16+2), b)
+	return out
+}
+
+// appendNormalized appends normalizeText(b) to dst and reports whether the
+// result is 7bit-safe as is7bit defines it. Both are done in one pass
+// because this runs once per message over the whole body; a buffer reused
+// from message to message as dst saves the allocation too.
+func appendNormalized(dst, b []byte) (out []byte, sevenBit bool) {
+	out = dst
+	sevenBit = true
+	lineStart := len(out) // where the current output line begins
 	for i := 0; i < len(b); i++ {
-		switch c := b[i]; c {
+		c := b[i]
+		if ' ' <= c && c <= '~' {
+			// The common case: printable ASCII. A run of it is copied
+			// at once.
+			j := i + 1
+			for j < len(b) && ' ' <= b[j] && b[j] <= '~' {
+				j++
+			}
+			out = append(out, b[i:j]...)
+			i = j - 1
+			continue
+		}
+		switch c {
 		case 0:
-		case '\r':
-			if i+1 < len(b) && b[i+1] == '\n' {
+		case '\r', '\n':
+			if c == '\r' && i+1 < len(b) && b[i+1] == '\n' {
 				i++
 			}
+			if sevenBit && !sevenBitLine(out[lineStart:]) {
+				sevenBit = false
+			}
 			out = append(out, '\r', '\n')
-		case '\n':
-			out = append(out, '\r', '\n')
+			lineStart = len(out)
 		default:
+			if c != '\t' {
+				sevenBit = false
+			}
 			out = append(out, c)
 		}
 	}
-	if len(out) > 0 && !bytes.HasSuffix(out, []byte("\r\n")) {
+	if len(out) > lineStart {
+		// The last line had no line end.
+		if sevenBit && !sevenBitLine(out[lineStart:]) {
+			sevenBit = false
+		}
 		out = append(out, '\r', '\n')
 	}
-	return out
+	return out, sevenBit
+}
+
+// sevenBitLine is is7bit's test of one line's shape (its characters are
+// checked as they are copied): at most 78 octets, not led by a '.'.
+func sevenBitLine(line []byte) bool {
+	return len(line) <= 78 && (len(line) == 0 || line[0] != '.')
 }
 
 // encodeBody picks a transfer encoding for CRLF-normalised text: 7bit when
 // the text is short-lined printable ASCII with no line starting with '.',
 // else the smaller of quoted-printable and base64.
 func encodeBody(b []byte) (cte string, data []byte) {
-	if is7bit(b) {
+	return encodeBodyTo(nil, b, is7bit(b))
+}
+
+// encodeBodyTo is encodeBody for text whose is7bit is already known; the
+// quoted-printable form is appended to scratch (which may be nil) to spare
+// an allocation. In the 7bit case data is b itself.
+func encodeBodyTo(scratch, b []byte, sevenBit bool) (cte string, data []byte) {
+	if sevenBit {
 		return "7bit", b
 	}
-	q := quotedPrintable(b)
+	q := appendQuotedPrintable(scratch[:0], b)
 	if len(q) <= base64.StdEncoding.EncodedLen(len(b))*78/76 {
 		return "quoted-printable", q
 	}
@@ -45,8 +90,14 @@ func encodeBody(b []byte) (cte string, data []byte) {
 }
 
 func is7bit(b []byte) bool {
-	for _, line := range bytes.Split(b, []byte("\r\n")) {
-		if len(line) > 78 || len(line) > 0 && line[0] == '.' {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
+			line, b = b[:i], b[i+2:]
+		} else {
+			b = nil
+		}
+		if !sevenBitLine(line) {
 			return false
 		}
 		for _, c := range line {
@@ -65,41 +116,47 @@ const hexUpper = "0123456789ABCDEF"
 // would start a line, soft breaks included, so a lone "." line (or any
 // dot-led line) never appears, whatever the transport's dot-stuffing does.
 func quotedPrintable(b []byte) []byte {
-	out := make([]byte, 0, len(b)*3/2)
-	lines := bytes.Split(b, []byte("\r\n"))
-	if len(lines) > 0 && len(lines[len(lines)-1]) == 0 {
-		lines = lines[:len(lines)-1]
-	}
-	var enc [3]byte
-	for _, line := range lines {
+	return appendQuotedPrintable(make([]byte, 0, len(b)*3/2), b)
+}
+
+// appendQuotedPrintable appends quotedPrintable(b) to out.
+func appendQuotedPrintable(out, b []byte) []byte {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
+			line, b = b[:i], b[i+2:]
+		} else {
+			b = nil
+		}
 		n := 0
-		for i, c := range line {
-			e := enc[:1]
-			switch {
-			case (c == ' ' || c == '\t') && i == len(line)-1,
-				c == '=', c == '.' && n == 0,
-				(c < ' ' && c != '\t') || c > '~':
-				e = enc[:3]
-				e[0], e[1], e[2] = '=', hexUpper[c>>4], hexUpper[c&15]
-			default:
-				e[0] = c
+		for i := 0; i < len(line); i++ {
+			c := line[i]
+			last := i == len(line)-1
+			enc := c == '=' || c == '.' && n == 0 || (c < ' ' && c != '\t') || c > '~' ||
+				(c == ' ' || c == '\t') && last
+			w := 1
+			if enc {
+				w = 3
 			}
 			// Leave room for the soft break's '='; keep the last character
 			// of a line on it if it fits in 76.
 			limit := 75
-			if i == len(line)-1 {
+			if last {
 				limit = 76
 			}
-			if n+len(e) > limit {
+			if n+w > limit {
 				out = append(out, '=', '\r', '\n')
 				n = 0
 				if c == '.' {
-					e = enc[:3]
-					e[0], e[1], e[2] = '=', '2', 'E'
+					enc, w = true, 3
 				}
 			}
-			out = append(out, e...)
-			n += len(e)
+			if enc {
+				out = append(out, '=', hexUpper[c>>4], hexUpper[c&15])
+			} else {
+				out = append(out, c)
+			}
+			n += w
 		}
 		out = append(out, '\r', '\n')
 	}

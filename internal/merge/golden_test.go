@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -229,4 +230,52 @@ func TestRenderGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRenderConcurrent renders the golden rows on several goroutines at
+// once and expects each message as rendered alone: Render reuses working
+// memory between calls, and no call may see another's. Run it with -race.
+func TestRenderConcurrent(t *testing.T) {
+	g := goldenTemplates[2] // constant headers, Cc from a column, unsubscribe
+	opts := g.opts
+	opts.Now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
+	opts.MessageID = func(row int) string { return fmt.Sprintf("<row%d@test.example>", row) }
+	p := filepath.Join(t.TempDir(), "c.tmpl")
+	if err := os.WriteFile(p, []byte(g.text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tp, err := ParseTemplate(p, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Bind("golden.csv", goldenHeader); err != nil {
+		t.Fatal(err)
+	}
+	rows := goldenRows()
+	render := func(i int) string {
+		rec := recipient(rows[i]...)
+		rec.Row = i + 2
+		m, err := tp.Render(rec)
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("%q %q %s", m.From, m.To, m.Data)
+	}
+	want := make([]string, len(rows))
+	for i := range rows {
+		want[i] = render(i)
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for k := range rows {
+				i := (k*7 + w*13) % len(rows)
+				if got := render(i); got != want[i] {
+					t.Errorf("row %d rendered alongside others:\ngot  %q\nwant %q", i+2, got, want[i])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // maxAttachment bounds one attachment; the whole message is built in memory.
@@ -45,16 +47,38 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 	rowErr := func(col string, err error) error {
 		return &RowError{File: t.listFile, Row: rec.Row, Column: col, Err: err}
 	}
-	data := t.data(rec.Values)
+	sc := t.getScratch()
+	defer t.putScratch(sc)
+	data := t.data(sc.data, rec.Values)
 	msg := &Message{}
-	var fields []field
+	fields := sc.fields[:0]
 	var envTo []string
-	seenTo := map[string]bool{}
+	// Duplicates are found by a scan of the keys so far, which beats a map
+	// for the one to few recipients of a typical row; a long Cc or Bcc
+	// list switches to the map.
+	var seenKeys []string
+	var seenTo map[string]bool
 	addTo := func(a string) {
-		if k := AddressKey(a); !seenTo[k] {
+		k := AddressKey(a)
+		if seenTo == nil {
+			for _, s := range seenKeys {
+				if s == k {
+					return
+				}
+			}
+			seenKeys = append(seenKeys, k)
+			if len(seenKeys) > 16 {
+				seenTo = make(map[string]bool, 2*len(seenKeys))
+				for _, s := range seenKeys {
+					seenTo[s] = true
+				}
+			}
+		} else if seenTo[k] {
+			return
+		} else {
 			seenTo[k] = true
-			envTo = append(envTo, a)
 		}
+		envTo = append(envTo, a)
 	}
 	if rec.Address == "" {
 		return nil, rowErr("", wrapf(ErrNotAddress, "no envelope address"))
@@ -63,76 +87,50 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 	utf8 := rec.UTF8
 	var fromAddr, senderAddr string
 	hasTo, hasDate, hasID := false, false, false
-	for _, h := range t.headers {
-		var buf bytes.Buffer
-		if err := h.tmpl.Execute(&buf, data); err != nil {
-			return nil, rowErr("", wrapf(ErrRender, "header %s: %v", h.name, err))
-		}
-		v := buf.String()
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, rowErr(t.culprit(h.cols, rec.Values), wrapf(ErrHeaderInjection, "header %s", h.name))
-		}
-		v = strings.Trim(v, " \t")
-		switch {
-		case addressHeader[h.key]:
-			addrs, err := t.parseAddresses(h, v, data)
+	for i := range t.headers {
+		h := &t.headers[i]
+		hv := h.fixed
+		if hv == nil {
+			sc.exec.Reset()
+			if err := h.tmpl.Execute(&sc.exec, data); err != nil {
+				return nil, rowErr("", wrapf(ErrRender, "header %s: %v", h.name, err))
+			}
+			v := sc.exec.String()
+			if strings.ContainsAny(v, "\r\n\x00") {
+				return nil, rowErr(t.culprit(h.cols, rec.Values), wrapf(ErrHeaderInjection, "header %s", h.name))
+			}
+			r, col, err := t.headerValue(h, strings.Trim(v, " \t"), data)
 			if err != nil {
-				return nil, rowErr(t.culprit(h.cols, nil), err)
+				return nil, rowErr(col, err)
 			}
-			if len(addrs) == 0 {
-				if h.key == "from" {
-					return nil, rowErr("", wrapf(ErrNotAddress, "header From is empty"))
-				}
-				continue
+			hv = &r
+		}
+		if hv.utf8 {
+			utf8 = true
+		}
+		switch h.key {
+		case "from":
+			fromAddr = hv.addrs[0].Address
+		case "sender":
+			if len(hv.addrs) > 0 {
+				senderAddr = hv.addrs[0].Address
 			}
-			parts := make([]string, len(addrs))
-			for i, a := range addrs {
-				parts[i] = formatAddress(a.Name, a.Address)
-				if hasNonASCII(a.Address[:strings.LastIndexByte(a.Address, '@')]) {
-					utf8 = true
-				}
+		case "to":
+			hasTo = hasTo || len(hv.addrs) > 0
+		case "cc", "bcc":
+			for _, a := range hv.addrs {
+				addTo(a.Address)
 			}
-			switch h.key {
-			case "from":
-				fromAddr = addrs[0].Address
-			case "sender":
-				senderAddr = addrs[0].Address
-			case "to":
-				hasTo = true
-			case "cc", "bcc":
-				for _, a := range addrs {
-					addTo(a.Address)
-				}
+		case "date":
+			hasDate = hasDate || hv.value != ""
+		case "message-id":
+			if hv.value != "" {
+				hasID = true
+				msg.MessageID = hv.value
 			}
-			if h.key == "bcc" {
-				continue
-			}
-			fields = append(fields, field{h.name, strings.Join(parts, ", ")})
-		case h.key == "date":
-			if v == "" {
-				continue
-			}
-			d, err := mail.ParseDate(v)
-			if err != nil {
-				return nil, rowErr("", wrapf(ErrRender, "header Date: %v", err))
-			}
-			hasDate = true
-			fields = append(fields, field{h.name, d.Format(time.RFC1123Z)})
-		case h.key == "message-id":
-			if v == "" {
-				continue
-			}
-			if !validMsgID(v) {
-				return nil, rowErr("", wrapf(ErrRender, "header Message-ID: not <id@host>: %q", v))
-			}
-			hasID = true
-			msg.MessageID = v
-			fields = append(fields, field{h.name, v})
-		default:
-			if v == "" {
-				continue
-			}
-			fields = append(fields, field{h.name, encodeUnstructured(v)})
+		}
+		if hv.value != "" && h.key != "bcc" {
+			fields = append(fields, field{h.name, hv.value})
 		}
 	}
 	if !hasTo {
@@ -155,7 +153,7 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 			if t.envFrom != "" {
 				from = t.envFrom
 			}
-			id = randomMsgID(from[strings.LastIndexByte(from, '@')+1:])
+			id = randomMsgID(t.msgIDHost, from[strings.LastIndexByte(from, '@')+1:])
 		}
 		if !validMsgID(id) {
 			return nil, rowErr("", wrapf(ErrRender, "Message-ID: not <id@host>: %q", id))
@@ -193,12 +191,13 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 	msg.To = envTo
 	msg.UTF8 = utf8
 
-	// The body.
-	var text bytes.Buffer
-	if err := t.body.Execute(&text, data); err != nil {
+	// The body. Its text and encoded forms live in sc until the message
+	// is assembled below.
+	sc.exec.Reset()
+	if err := t.body.Execute(&sc.exec, data); err != nil {
 		return nil, rowErr("", wrapf(ErrRender, "body: %v", err))
 	}
-	body := newPart("text/plain; charset=utf-8", text.Bytes())
+	body := sc.textPart("text/plain; charset=utf-8")
 	var files []file
 	if t.attachIdx >= 0 {
 		fs, err := t.attachments(rec.Values[t.attachIdx])
@@ -232,25 +231,88 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 		body = multipartOf("multipart/mixed", nil, parts)
 	}
 
-	var out bytes.Buffer
+	head := &sc.head
+	head.Reset()
 	for _, f := range fields {
-		writeField(&out, f.name, f.value)
+		writeField(head, f.name, f.value)
 	}
-	writeField(&out, "MIME-Version", "1.0")
-	writeField(&out, "Content-Type", body.contentType)
+	sc.fields = fields
+	writeField(head, "MIME-Version", "1.0")
+	writeField(head, "Content-Type", body.contentType)
 	if body.cte != "" {
-		writeField(&out, "Content-Transfer-Encoding", body.cte)
+		writeField(head, "Content-Transfer-Encoding", body.cte)
 	}
-	out.WriteString("\r\n")
-	out.Write(body.data)
-	msg.Data = out.Bytes()
+	head.WriteString("\r\n")
+	// One allocation of the exact size: the message outlives the scratch.
+	msg.Data = make([]byte, 0, head.Len()+len(body.data))
+	msg.Data = append(msg.Data, head.Bytes()...)
+	msg.Data = append(msg.Data, body.data...)
 	return msg, nil
 }
 
-// data builds the template's dot: every header column under its own name,
-// and every column the template uses under the template's spelling.
-func (t *Template) data(values []string) map[string]string {
-	m := make(map[string]string, len(t.header)+len(t.alias))
+// headerValue is what one rendered header adds to a message: the field
+// value, encoded and unfolded ("" leaves the header out), and for an
+// address header its addresses.
+type headerValue struct {
+	value string
+	addrs []*mail.Address
+	utf8  bool // an address has a non-ASCII local part (needs SMTPUTF8)
+}
+
+// headerValue checks and encodes v, the rendered and trimmed value of
+// header h. On failure it returns the column to blame ("" if none) and the
+// error for a RowError. It depends on nothing but h and v (data only feeds
+// the address-count check, whose result for a header without columns does
+// not depend on it), so a header without actions is done once, in
+// ParseTemplate.
+func (t *Template) headerValue(h *headerPart, v string, data map[string]string) (headerValue, string, error) {
+	switch {
+	case addressHeader[h.key]:
+		addrs, err := t.parseAddresses(*h, v, data)
+		if err != nil {
+			return headerValue{}, t.culprit(h.cols, nil), err
+		}
+		if len(addrs) == 0 {
+			if h.key == "from" {
+				return headerValue{}, "", wrapf(ErrNotAddress, "header From is empty")
+			}
+			return headerValue{}, "", nil
+		}
+		hv := headerValue{addrs: addrs}
+		var b strings.Builder
+		for i, a := range addrs {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(formatAddress(a.Name, a.Address))
+			if hasNonASCII(a.Address[:strings.LastIndexByte(a.Address, '@')]) {
+				hv.utf8 = true
+			}
+		}
+		hv.value = b.String()
+		return hv, "", nil
+	case v == "":
+		return headerValue{}, "", nil
+	case h.key == "date":
+		d, err := mail.ParseDate(v)
+		if err != nil {
+			return headerValue{}, "", wrapf(ErrRender, "header Date: %v", err)
+		}
+		return headerValue{value: d.Format(time.RFC1123Z)}, "", nil
+	case h.key == "message-id":
+		if !validMsgID(v) {
+			return headerValue{}, "", wrapf(ErrRender, "header Message-ID: not <id@host>: %q", v)
+		}
+		return headerValue{value: v}, "", nil
+	}
+	return headerValue{value: encodeUnstructured(v)}, "", nil
+}
+
+// data builds the template's dot in m (cleared first): every header column
+// under its own name, and every column the template uses under the
+// template's spelling.
+func (t *Template) data(m map[string]string, values []string) map[string]string {
+	clear(m)
 	for i, h := range t.header {
 		if _, ok := m[h]; !ok && i < len(values) {
 			m[h] = values[i]
@@ -397,24 +459,42 @@ func validMsgID(id string) bool {
 	return ok && l != "" && r != "" && !strings.ContainsAny(l+r, "<>@ \t\r\n\x00\"\\()[],;:") && !hasNonASCII(l+r)
 }
 
-// randomMsgID makes a Message-ID: 128 random bits at this host's name if
-// it is fully qualified, else at the sender's domain (a bare "vm" looks
-// like what spam filters look for), else at localhost.
-func randomMsgID(senderDomain string) string {
+// randomMsgID makes a Message-ID: 128 random bits at host (this host's
+// name, if fully qualified) or else at the sender's domain (a bare "vm"
+// looks like what spam filters look for), else at localhost.
+func randomMsgID(host, senderDomain string) string {
 	var b [16]byte
 	rand.Read(b[:])
-	ok := func(h string) bool { return strings.Contains(h, ".") && isDotAtom(h) && !hasNonASCII(h) }
-	host, _ := os.Hostname()
-	host = strings.ToLower(host)
 	switch {
-	case ok(host):
-	case ok(strings.ToLower(senderDomain)):
+	case host != "":
+	case msgIDHostOK(strings.ToLower(senderDomain)):
 		host = strings.ToLower(senderDomain)
 	default:
 		host = "localhost"
 	}
-	return "<" + hex.EncodeToString(b[:]) + "@" + host + ">"
+	// One allocation: "<" 32 hex digits "@" host ">".
+	buf := make([]byte, 0, 2*len(b)+len(host)+3)
+	buf = append(buf, '<')
+	buf = hex.AppendEncode(buf, b[:])
+	buf = append(buf, '@')
+	buf = append(buf, host...)
+	buf = append(buf, '>')
+	return string(buf)
 }
+
+// msgIDHost returns this host's name, lower case, if it is fit for the
+// right side of a Message-ID, else "".
+func msgIDHost() string {
+	host, _ := os.Hostname()
+	host = strings.ToLower(host)
+	if !msgIDHostOK(host) {
+		return ""
+	}
+	return host
+}
+
+// msgIDHostOK reports whether h is a fully qualified ASCII host name.
+func msgIDHostOK(h string) bool { return strings.Contains(h, ".") && isDotAtom(h) && !hasNonASCII(h) }
 
 // checkUnsubscribe accepts an https, http or mailto URL made only of
 // characters a URL may hold, and reports whether it is https.
@@ -487,12 +567,55 @@ func needsEncoding(s string) bool {
 	return false
 }
 
+// longestWord is the length of the longest of strings.Fields(s), found
+// without building the slice.
 func longestWord(s string) int {
 	n := 0
-	for _, w := range strings.Fields(s) {
+	for w, rest := nextWord(s); w != ""; w, rest = nextWord(rest) {
 		n = max(n, len(w))
 	}
 	return n
+}
+
+// asciiSpace is what unicode.IsSpace accepts below 0x80.
+var asciiSpace = [128]bool{'\t': true, '\n': true, '\v': true, '\f': true, '\r': true, ' ': true}
+
+// nextWord returns the first word of s as strings.Fields splits it (on
+// unicode.IsSpace; an invalid UTF-8 byte is not a space) and what follows
+// it; word is "" when s has none. Header values are split once per header
+// per message, so this avoids strings.Fields' slice.
+func nextWord(s string) (word, rest string) {
+	i := 0
+	for i < len(s) {
+		if c := s[i]; c < utf8.RuneSelf {
+			if !asciiSpace[c] {
+				break
+			}
+			i++
+			continue
+		}
+		r, w := utf8.DecodeRuneInString(s[i:])
+		if !unicode.IsSpace(r) {
+			break
+		}
+		i += w
+	}
+	j := i
+	for j < len(s) {
+		if c := s[j]; c < utf8.RuneSelf {
+			if asciiSpace[c] {
+				break
+			}
+			j++
+			continue
+		}
+		r, w := utf8.DecodeRuneInString(s[j:])
+		if unicode.IsSpace(r) {
+			break
+		}
+		j += w
+	}
+	return s[i:j], s[j:]
 }
 
 // encodeUnstructured encodes a Subject-like value: RFC 2047 if it has
@@ -539,11 +662,13 @@ func writeField(w *bytes.Buffer, name, value string) {
 	w.WriteString(name)
 	w.WriteString(":")
 	n := len(name) + 1
-	for i, word := range strings.Fields(value) {
-		if i > 0 && n+1+len(word) > 78 {
+	first := true
+	for word, rest := nextWord(value); word != ""; word, rest = nextWord(rest) {
+		if !first && n+1+len(word) > 78 {
 			w.WriteString("\r\n")
 			n = 0
 		}
+		first = false
 		w.WriteByte(' ')
 		w.WriteString(word)
 		n += 1 + len(word)

@@ -79,6 +79,9 @@ type headerPart struct {
 	// mailbox is set for an address header written as one "name <addr>"
 	// mailbox, so that whatever precedes the last '<' is taken as the name.
 	mailbox bool
+	// fixed is the header's value when its template has no actions and
+	// renders without error, worked out once instead of for every row.
+	fixed *headerValue
 }
 
 // actionRE matches a template action, to see a header's shape without them.
@@ -109,6 +112,11 @@ type Template struct {
 	alias     map[string]int // column as the template spells it -> header index
 	attachIdx int
 	listDir   string
+
+	// msgIDHost is this host's name, lower case, if it is fully qualified
+	// ("" if not): read once rather than for every generated Message-ID.
+	msgIDHost string
+	scratch   scratchPool
 }
 
 // funcs are available to every piece of a template.
@@ -136,7 +144,7 @@ func linePad(line int) string {
 // headers are the package's to write. Errors name the file, and the line
 // where known.
 func ParseTemplate(path string, opts TemplateOptions) (*Template, error) {
-	t := &Template{name: filepath.Base(path), opts: opts, attachIdx: -1}
+	t := &Template{name: filepath.Base(path), opts: opts, attachIdx: -1, msgIDHost: msgIDHost()}
 	src, err := readText(path)
 	if err != nil {
 		return nil, err
@@ -197,6 +205,9 @@ func ParseTemplate(path string, opts TemplateOptions) (*Template, error) {
 	if !seen["from"] {
 		return nil, fmt.Errorf("merge: %s: no From header", t.name)
 	}
+	for i := range t.headers {
+		t.headers[i].fixed = t.fixedHeader(&t.headers[i])
+	}
 	body := strings.Join(lines[bodyLine-1:], "\n")
 	if t.body, err = newText(t.name).Parse(linePad(bodyLine) + body); err != nil {
 		return nil, fmt.Errorf("merge: %w", err)
@@ -244,6 +255,34 @@ func ParseTemplate(path string, opts TemplateOptions) (*Template, error) {
 		}
 	}
 	return t, nil
+}
+
+// fixedHeader returns the value of a header whose template is text only,
+// as Render would work it out for every row, or nil if the template has
+// actions or the value is an error (left to Render, so that each row
+// reports it as before).
+func (t *Template) fixedHeader(h *headerPart) *headerValue {
+	if h.tmpl.Tree == nil || h.tmpl.Tree.Root == nil {
+		return nil
+	}
+	for _, n := range h.tmpl.Tree.Root.Nodes {
+		if n.Type() != parse.NodeText {
+			return nil
+		}
+	}
+	var buf bytes.Buffer
+	if err := h.tmpl.Execute(&buf, map[string]string{}); err != nil {
+		return nil
+	}
+	v := buf.String()
+	if strings.ContainsAny(v, "\r\n\x00") {
+		return nil
+	}
+	hv, _, err := t.headerValue(h, strings.Trim(v, " \t"), map[string]string{})
+	if err != nil {
+		return nil
+	}
+	return &hv
 }
 
 func newText(name string) *template.Template {
