@@ -47,6 +47,12 @@ type Result struct {
 	Start    time.Time     // when the first attempt began
 	Duration time.Duration // from Start to the final reply
 	Err      error         // why it was not delivered; nil when delivered
+	// Lazy says that this worker's next step is to commit (PoolConfig.
+	// Commit) a message whose envelope the server has already answered,
+	// or else to call PoolConfig.Flush, with nothing to wait for in
+	// between. A hook may then leave this result to be made durable
+	// together with that commit: one fsync per message instead of two.
+	Lazy bool
 }
 
 // PoolConfig configures a Pool. Fields left zero take the default noted.
@@ -77,9 +83,15 @@ type PoolConfig struct {
 	// error the message is abandoned and the run stops.
 	Commit func(j *Job, attempt int) error
 	// Done is called once per Job with its final Result, from the worker
-	// that finished it, before that worker takes another message. An
-	// error stops the run.
+	// that finished it, before that worker commits another message (see
+	// Result.Lazy). An error stops the run.
 	Done func(Result) error
+	// Flush, when set, is called by a worker that passed a Lazy result to
+	// Done or Retrying and then did not go on to Commit: before it waits
+	// for anything (the network, the rate limit, the next job) or stops.
+	// conn is the worker's connection, as in Result.Conn. An error stops
+	// the run.
+	Flush func(conn int) error
 	// Retrying, when set, is called before a message whose data went out
 	// (Delivery.Committed) is queued for another attempt, with the answer
 	// it got (a 4xx or 421 to the final dot): recorded, it tells a run
@@ -138,6 +150,9 @@ func NewPool(cfg PoolConfig) *Pool {
 	}
 	if cfg.Commit == nil {
 		cfg.Commit = func(*Job, int) error { return nil }
+	}
+	if cfg.Flush == nil {
+		cfg.Flush = func(int) error { return nil }
 	}
 	if cfg.Done == nil {
 		cfg.Done = func(Result) error { return nil }
@@ -294,7 +309,20 @@ func (p *Pool) spent(c *Client) bool {
 // attempt sends j on c and then, as long as more are ready at once, the
 // messages whose envelopes went out with the previous final dot
 // (SendThen's look-ahead). It returns false when the worker must stop.
-func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) bool {
+//
+// Within the chain a result may be reported Lazy: the next message's
+// commit makes it durable. When the chain ends without that commit,
+// attempt calls Flush before the worker waits for anything.
+func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) (ok bool) {
+	var ch chain
+	defer func() {
+		if ch.unflushed {
+			if err := p.cfg.Flush(c.ID()); err != nil {
+				p.failHook(err)
+				ok = false
+			}
+		}
+	}()
 	for j != nil {
 		var next *Job
 		peek := func() *Message {
@@ -312,7 +340,12 @@ func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) bool {
 			}
 			return next.Msg
 		}
-		ok := p.attemptOne(ctx, c, j, peek)
+		// next goes on to its commit without a pause only if its envelope
+		// is already answered and accepted on a connection still good.
+		ahead := func() bool {
+			return next != nil && ctx.Err() == nil && c.Queued() == next.Msg && c.QueuedReady()
+		}
+		ok := p.attemptOne(ctx, c, j, peek, ahead, &ch)
 		if next == nil {
 			return ok
 		}
@@ -344,16 +377,30 @@ func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) bool {
 // attemptOne sends j once on c and settles it: reported, queued for
 // retry, or (on a fatal error) abandoned. It returns false when the
 // worker must stop.
-func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *Message) bool {
+func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *Message, ahead func() bool, ch *chain) bool {
 	j.attempts++
 	if j.first.IsZero() {
 		j.first = time.Now()
 	}
 	attempt := j.attempts
+	commit := func() error {
+		err := p.cfg.Commit(j, attempt)
+		if err == nil {
+			// The commit is durable, and so is everything reported before it.
+			ch.unflushed = false
+		}
+		return err
+	}
 	// A message on the wire finishes even when the run is being stopped:
 	// its commands have their own deadlines.
-	d, err := c.SendThen(context.WithoutCancel(ctx), j.Msg, func() error { return p.cfg.Commit(j, attempt) }, peek)
+	d, err := c.SendThen(context.WithoutCancel(ctx), j.Msg, commit, peek)
 	j.last, j.lastErr = d, err
+	if ahead() {
+		ch.lazy = true
+		ch.unflushed = true
+	} else {
+		ch.lazy = false
+	}
 
 	var ce *CommitError
 	var le *LocalError
@@ -363,20 +410,20 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		p.sched.abandon(j)
 		return false
 	case errors.As(err, &le):
-		return p.finish(j, Failed, c.ID(), err)
+		return p.finishIn(ch, j, Failed, c.ID(), err)
 	case err != nil && d.Committed && d.Data.Code != 421:
 		// The data went out and no reply we can trust came back: it may
 		// have been delivered. Never retried automatically.
 		p.connFailed(err)
-		return p.finish(j, InDoubt, c.ID(), fmt.Errorf("connection failed after the final dot, delivery unknown: %w", err))
+		return p.finishIn(ch, j, InDoubt, c.ID(), fmt.Errorf("connection failed after the final dot, delivery unknown: %w", err))
 	case err != nil:
 		p.maybeSlowDown(d)
 		stopped := p.connFailed(err)
 		if stopped || j.attempts > p.cfg.Retries {
-			return p.finish(j, Failed, c.ID(), err)
+			return p.finishIn(ch, j, Failed, c.ID(), err)
 		}
 		// Not delivered: try again at once on a new connection.
-		return p.retry(j, Failed, c.ID(), err, time.Now())
+		return p.retryIn(ch, j, Failed, c.ID(), err, time.Now())
 	}
 	p.consecutive.Store(0)
 	p.maybeSlowDown(d)
@@ -387,9 +434,9 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		if wait > p.cfg.RetryMaxWait || wait <= 0 {
 			wait = p.cfg.RetryMaxWait
 		}
-		return p.retry(j, Deferred, c.ID(), reason, time.Now().Add(wait))
+		return p.retryIn(ch, j, Deferred, c.ID(), reason, time.Now().Add(wait))
 	}
-	return p.finish(j, status, c.ID(), reason)
+	return p.finishIn(ch, j, status, c.ID(), reason)
 }
 
 // maybeSlowDown halves the shared rate when a reply says the server is
@@ -424,11 +471,20 @@ func (p *Pool) maybeSlowDown(d Delivery) {
 	}
 }
 
-// retry queues j for another attempt at due, first telling the Retrying
+// chain is what a worker's run of look-ahead messages knows about the
+// durability of what it reported.
+type chain struct {
+	lazy      bool // the message being settled is followed by a commit
+	unflushed bool // a Lazy result was reported and no commit followed yet
+}
+
+// retryIn queues j for another attempt at due, first telling the Retrying
 // hook when its data went out, so that its refusal is on record.
-func (p *Pool) retry(j *Job, s Status, conn int, reason error, due time.Time) bool {
+func (p *Pool) retryIn(ch *chain, j *Job, s Status, conn int, reason error, due time.Time) bool {
 	if j.last.Committed && p.cfg.Retrying != nil {
-		if err := p.cfg.Retrying(p.result(j, s, conn, fmt.Errorf("will be retried: %w", reason))); err != nil {
+		r := p.result(j, s, conn, fmt.Errorf("will be retried: %w", reason))
+		r.Lazy = ch.lazy
+		if err := p.cfg.Retrying(r); err != nil {
 			p.failHook(err)
 			p.sched.abandon(j)
 			return false
@@ -468,8 +524,10 @@ func classify(d Delivery) (Status, error) {
 	return Failed, fmt.Errorf("sender: transaction ended without a reply to the data")
 }
 
-func (p *Pool) finish(j *Job, s Status, conn int, reason error) bool {
-	if err := p.cfg.Done(p.result(j, s, conn, reason)); err != nil {
+func (p *Pool) finishIn(ch *chain, j *Job, s Status, conn int, reason error) bool {
+	r := p.result(j, s, conn, reason)
+	r.Lazy = ch.lazy
+	if err := p.cfg.Done(r); err != nil {
 		p.failHook(err)
 		p.sched.abandon(j)
 		return false

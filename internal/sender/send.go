@@ -172,6 +172,24 @@ func (c *Client) Queued() *Message {
 	return c.queued.m
 }
 
+// QueuedReady reports whether the envelope sent ahead is answered and
+// accepted in full, so that the next SendThen goes straight to its commit
+// without waiting for the server.
+func (c *Client) QueuedReady() bool {
+	e := c.queued
+	if e == nil || !e.read || c.broken != nil {
+		return false
+	}
+	r := e.replies
+	if !r.Mail.Positive() || len(r.Rcpt) == 0 || !r.Rcpt[0].Positive() {
+		return false
+	}
+	if e.withData {
+		return r.Data.Code == 354
+	}
+	return c.chunking() // else DATA still has to be sent and answered
+}
+
 // prepare checks a message against what the server announced and counts
 // it as a transaction on this connection.
 func (c *Client) prepare(m *Message) (*envelope, error) {
