@@ -1,0 +1,519 @@
+package report
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// The journal is read back a record at a time when the result file is
+// written, one record per row, and written a record per Committing and
+// Record; encoding/json's reflection was most of that cost. The functions
+// here do the same for the one shape json.Marshal gives a record: the
+// fields in declaration order, each at most once, no spaces. Encoding is
+// byte for byte what json.Marshal writes; decoding hands anything else (a
+// surrogate escape, a null, another key order, bad input) to json.Unmarshal,
+// so that what a line decodes to, or why it fails, never depends on which
+// path read it.
+
+// appendRecord appends r to dst as json.Marshal(r) writes it (without a
+// newline). It returns an error, and dst unchanged, exactly when
+// json.Marshal fails: for a time RFC 3339 cannot hold (a year outside
+// 0-9999, or a zone offset of a day or more).
+func appendRecord(dst []byte, r *record) ([]byte, error) {
+	b := append(dst, `{"t":`...)
+	b = appendJSONString(b, r.T)
+	b = appendIntField(b, `,"v":`, int64(r.Version))
+	b = appendStringField(b, `,"list":`, r.List)
+	b = appendIntField(b, `,"row":`, int64(r.Row))
+	b = appendStringField(b, `,"email":`, r.Email)
+	b = appendStringField(b, `,"status":`, string(r.Status))
+	b = appendReplyField(b, `,"rcpt":`, &r.Rcpt)
+	b = appendReplyField(b, `,"data":`, &r.Data)
+	b = appendIntField(b, `,"attempt":`, int64(r.Attempt))
+	b = appendIntField(b, `,"attempts":`, int64(r.Attempts))
+	b = appendStringField(b, `,"mid":`, r.MessageID)
+	b = appendStringField(b, `,"error":`, r.Error)
+	b = appendIntField(b, `,"conn":`, int64(r.Conn))
+	var err1, err2 error
+	b, err1 = appendTimeField(b, `,"start":`, r.Start)
+	if err1 == nil {
+		b, err2 = appendTimeField(b, `,"at":`, r.At)
+	}
+	if err1 != nil || err2 != nil {
+		// Rare enough to take json's own error, word for word.
+		_, err := json.Marshal(r)
+		return dst, err
+	}
+	b = appendIntField(b, `,"dur_ns":`, r.Duration)
+	return append(b, '}'), nil
+}
+
+func appendIntField(b []byte, key string, v int64) []byte {
+	if v == 0 { // omitempty
+		return b
+	}
+	return strconv.AppendInt(append(b, key...), v, 10)
+}
+
+func appendStringField(b []byte, key, s string) []byte {
+	if s == "" { // omitempty
+		return b
+	}
+	return appendJSONString(append(b, key...), s)
+}
+
+func appendReplyField(b []byte, key string, p *Reply) []byte {
+	if *p == (Reply{}) { // omitzero
+		return b
+	}
+	b = append(b, key...)
+	b = append(b, '{')
+	// Commas go between the fields present, as json.Marshal puts them.
+	mark := len(b)
+	if p.Code != 0 {
+		b = strconv.AppendInt(append(b, `"code":`...), int64(p.Code), 10)
+	}
+	if p.Enhanced != "" {
+		if len(b) > mark {
+			b = append(b, ',')
+		}
+		b = appendJSONString(append(b, `"enhanced":`...), p.Enhanced)
+	}
+	if p.Text != "" {
+		if len(b) > mark {
+			b = append(b, ',')
+		}
+		b = appendJSONString(append(b, `"text":`...), p.Text)
+	}
+	return append(b, '}')
+}
+
+func appendTimeField(b []byte, key string, t time.Time) ([]byte, error) {
+	if t.IsZero() { // omitzero
+		return b, nil
+	}
+	b = append(b, key...)
+	b = append(b, '"')
+	// An RFC 3339 time has nothing json would escape.
+	b, err := t.AppendText(b)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '"'), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s quoted as json.Marshal quotes a string (with
+// its default HTML escaping): <, > and & as \u escapes, invalid UTF-8 as
+// \ufffd, U+2028 and U+2029 escaped.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// decodeRecord sets *r to the record in line (one journal line, its
+// newline allowed), as json.Unmarshal into a zero record would: same
+// fields, same error or none. Lines in the shape appendRecord writes are
+// parsed here; any other is handed to json.Unmarshal.
+func decodeRecord(line []byte, r *record) error {
+	*r = record{}
+	d := recordDecoder{buf: line}
+	if d.record(r) {
+		return nil
+	}
+	*r = record{}
+	return json.Unmarshal(line, r)
+}
+
+// recordDecoder reads the one shape of line appendRecord writes. Each
+// method reports false for anything else, and the caller starts over with
+// json.Unmarshal; so none needs to say what was wrong.
+type recordDecoder struct {
+	buf     []byte
+	pos     int
+	text    string // buf as a string, made on first use
+	scratch []byte // unescaped string bytes
+}
+
+// substr returns buf[i:j] as a string. The strings of one line share one
+// copy of it: a record's eight or so strings cost one allocation, not
+// eight.
+func (d *recordDecoder) substr(i, j int) string {
+	if d.text == "" {
+		d.text = string(d.buf)
+	}
+	return d.text[i:j]
+}
+
+// recordKeys are the keys of a record in the order json.Marshal writes
+// them; a line's keys must come in this order, each at most once.
+var recordKeys = [...]string{"t", "v", "list", "row", "email", "status", "rcpt", "data",
+	"attempt", "attempts", "mid", "error", "conn", "start", "at", "dur_ns"}
+
+func (d *recordDecoder) record(r *record) bool {
+	if !d.byte('{') {
+		return false
+	}
+	next := 0 // index in recordKeys of the first key still allowed
+	for first := true; ; first = false {
+		if d.peek() == '}' && !first {
+			d.pos++
+			break
+		}
+		if !first && !d.byte(',') {
+			return false
+		}
+		key, ok := d.plainString()
+		if !ok || !d.byte(':') {
+			return false
+		}
+		k := next
+		for k < len(recordKeys) && recordKeys[k] != string(key) {
+			k++
+		}
+		if k == len(recordKeys) {
+			return false
+		}
+		next = k + 1
+		switch k {
+		case 0:
+			ok = d.str(&r.T)
+		case 1:
+			ok = d.int(&r.Version)
+		case 2:
+			ok = d.str(&r.List)
+		case 3:
+			ok = d.int(&r.Row)
+		case 4:
+			ok = d.str(&r.Email)
+		case 5:
+			var s string
+			ok = d.str(&s)
+			r.Status = Status(s)
+		case 6:
+			ok = d.reply(&r.Rcpt)
+		case 7:
+			ok = d.reply(&r.Data)
+		case 8:
+			ok = d.int(&r.Attempt)
+		case 9:
+			ok = d.int(&r.Attempts)
+		case 10:
+			ok = d.str(&r.MessageID)
+		case 11:
+			ok = d.str(&r.Error)
+		case 12:
+			ok = d.int(&r.Conn)
+		case 13:
+			ok = d.time(&r.Start)
+		case 14:
+			ok = d.time(&r.At)
+		case 15:
+			ok = d.int64(&r.Duration)
+		}
+		if !ok {
+			return false
+		}
+	}
+	// json.Unmarshal allows white space after the value, nothing else.
+	for ; d.pos < len(d.buf); d.pos++ {
+		switch d.buf[d.pos] {
+		case ' ', '\t', '\r', '\n':
+		default:
+			return false
+		}
+	}
+	// A "t" key is required by nothing in json; T is "" without one,
+	// which is what json.Unmarshal gives too.
+	return true
+}
+
+func (d *recordDecoder) reply(p *Reply) bool {
+	if !d.byte('{') {
+		return false
+	}
+	keys := [...]string{"code", "enhanced", "text"}
+	next := 0
+	for first := true; ; first = false {
+		if d.peek() == '}' {
+			d.pos++
+			return true
+		}
+		if !first && !d.byte(',') {
+			return false
+		}
+		key, ok := d.plainString()
+		if !ok || !d.byte(':') {
+			return false
+		}
+		k := next
+		for k < len(keys) && keys[k] != string(key) {
+			k++
+		}
+		if k == len(keys) {
+			return false
+		}
+		next = k + 1
+		switch k {
+		case 0:
+			ok = d.int(&p.Code)
+		case 1:
+			ok = d.str(&p.Enhanced)
+		case 2:
+			ok = d.str(&p.Text)
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+func (d *recordDecoder) peek() byte {
+	if d.pos < len(d.buf) {
+		return d.buf[d.pos]
+	}
+	return 0
+}
+
+func (d *recordDecoder) byte(c byte) bool {
+	if d.peek() != c {
+		return false
+	}
+	d.pos++
+	return true
+}
+
+// plainString reads a string without escapes or non-ASCII bytes (a key),
+// without copying it.
+func (d *recordDecoder) plainString() ([]byte, bool) {
+	if !d.byte('"') {
+		return nil, false
+	}
+	start := d.pos
+	for ; d.pos < len(d.buf); d.pos++ {
+		c := d.buf[d.pos]
+		if c == '"' {
+			s := d.buf[start:d.pos]
+			d.pos++
+			return s, true
+		}
+		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// str reads a JSON string into *s. It takes the escapes json.Marshal
+// writes, \u escapes of a character outside the surrogate range included;
+// a surrogate (whose pairing rules json applies) is left to json.Unmarshal.
+func (d *recordDecoder) str(s *string) bool {
+	if !d.byte('"') {
+		return false
+	}
+	buf := d.buf
+	start := d.pos
+	i := d.pos
+	// The common case: nothing escaped, the string is the bytes between
+	// the quotes.
+	for i < len(buf) {
+		c := buf[i]
+		if c == '"' {
+			if !utf8.Valid(buf[start:i]) {
+				return false // json.Unmarshal replaces each bad byte
+			}
+			*s = d.substr(start, i)
+			d.pos = i + 1
+			return true
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return false
+		}
+		i++
+	}
+	if d.scratch == nil {
+		// Room for every string still to come on the line, unescaped: one
+		// allocation for them all.
+		d.scratch = make([]byte, 0, len(buf)-start)
+	}
+	out := append(d.scratch[:0], buf[start:i]...)
+	for i < len(buf) {
+		c := buf[i]
+		switch {
+		case c == '"':
+			if !utf8.Valid(out) {
+				return false
+			}
+			*s = string(out)
+			d.scratch = out
+			d.pos = i + 1
+			return true
+		case c < 0x20:
+			return false
+		case c != '\\':
+			out = append(out, c)
+			i++
+			continue
+		}
+		if i+1 >= len(buf) {
+			return false
+		}
+		switch e := buf[i+1]; e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			if i+6 > len(buf) {
+				return false
+			}
+			var r rune
+			for _, h := range buf[i+2 : i+6] {
+				var v byte
+				switch {
+				case '0' <= h && h <= '9':
+					v = h - '0'
+				case 'a' <= h && h <= 'f':
+					v = h - 'a' + 10
+				case 'A' <= h && h <= 'F':
+					v = h - 'A' + 10
+				default:
+					return false
+				}
+				r = r<<4 | rune(v)
+			}
+			if 0xD800 <= r && r < 0xE000 {
+				return false
+			}
+			out = utf8.AppendRune(out, r)
+			i += 6
+			continue
+		default:
+			return false
+		}
+		i += 2
+	}
+	return false
+}
+
+// int reads a JSON number that json.Unmarshal would store in an int: an
+// optional minus and digits without a leading zero, in range.
+func (d *recordDecoder) int(p *int) bool {
+	var v int64
+	if !d.int64(&v) || int64(int(v)) != v {
+		return false
+	}
+	*p = int(v)
+	return true
+}
+
+func (d *recordDecoder) int64(p *int64) bool {
+	start := d.pos
+	i := d.pos
+	if i < len(d.buf) && d.buf[i] == '-' {
+		i++
+	}
+	digits := i
+	for i < len(d.buf) && '0' <= d.buf[i] && d.buf[i] <= '9' {
+		i++
+	}
+	if i == digits || (d.buf[digits] == '0' && i-digits > 1) {
+		return false
+	}
+	// A fraction or an exponent makes it a number json will not put in
+	// an int; the next byte must end the value.
+	if i < len(d.buf) && (d.buf[i] == '.' || d.buf[i] == 'e' || d.buf[i] == 'E') {
+		return false
+	}
+	v, err := strconv.ParseInt(string(d.buf[start:i]), 10, 64)
+	if err != nil {
+		return false
+	}
+	*p = v
+	d.pos = i
+	return true
+}
+
+// time reads a time as time.Time's UnmarshalJSON does: the string's raw
+// bytes (a time has no escapes) parsed as strict RFC 3339.
+func (d *recordDecoder) time(t *time.Time) bool {
+	if !d.byte('"') {
+		return false
+	}
+	start := d.pos
+	for i := start; i < len(d.buf); i++ {
+		c := d.buf[i]
+		if c == '"' {
+			if t.UnmarshalText(d.buf[start:i]) != nil {
+				return false
+			}
+			d.pos = i + 1
+			return true
+		}
+		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return false
+}
