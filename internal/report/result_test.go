@@ -1,8 +1,11 @@
 package report
 
 import (
+	"archive/zip"
+	"bytes"
 	"encoding/csv"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -486,4 +489,116 @@ func TestCreateResultRemovesStaleTemps(t *testing.T) {
 	if _, err := os.Stat(fresh); err != nil {
 		t.Errorf("a recent temporary file (another writer's) was removed: %v", err)
 	}
+}
+
+// excelizeRow returns the XML excelize's StreamWriter.SetRow writes for
+// cells as row n.
+func excelizeRow(t testing.TB, n int, cells []any) []byte {
+	t.Helper()
+	f := excelize.NewFile()
+	defer f.Close()
+	sw, err := f.NewStreamWriter("Sheet1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cell, _ := excelize.CoordinatesToCellName(1, n)
+	if err := sw.SetRow(cell, cells); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	buf, err := f.WriteToBuffer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := zr.Open("xl/worksheets/sheet1.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	sheet, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := bytes.Index(sheet, []byte("<row "))
+	end := bytes.LastIndex(sheet, []byte("</row>"))
+	if start < 0 || end < 0 {
+		t.Fatalf("no row in %s", sheet)
+	}
+	return sheet[start : end+len("</row>")]
+}
+
+// ourRow returns the XML Result.Write writes for o and values as row n.
+func ourRow(t testing.TB, n int, o Outcome, values []string) []byte {
+	t.Helper()
+	x, err := newXLSXRows(len(FixedColumns) + len(values))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.close()
+	r := &Result{rows: x, rowsPerSheet: excelize.TotalRows, sheetRow: n - 1, xlsx: true, sum: newSummary()}
+	if err := r.Write(o, values); err != nil {
+		t.Fatal(err)
+	}
+	return x.row
+}
+
+// oldCells are the cells Result.Write gave StreamWriter.SetRow.
+func oldCells(o Outcome, values []string) []any {
+	cells := []any{
+		o.Row, xlsxText(o.Email), string(o.Status),
+		xlsxCode(o.Rcpt.Code), xlsxText(o.Rcpt.Enhanced), xlsxText(o.Rcpt.Text),
+		xlsxCode(o.Data.Code), xlsxText(o.Data.Enhanced), xlsxText(o.Data.Text),
+		o.Attempts, xlsxText(o.MessageID), xlsxText(o.Error)}
+	for _, v := range values {
+		cells = append(cells, xlsxText(v))
+	}
+	return cells
+}
+
+// xlsxStrings are cell texts excelize treats specially one way or another.
+var xlsxStrings = append([]string{
+	"", " ", "\t", "x\n", "\rx", "a\nb", `"quoted" & 'single' <tag>`, "\x00\x01\x0b\x1f",
+	"bad \xff utf-8", "\ufffe\uffff\ufffd", "Zoë 日本 😀", "_x0041_", "_x005F_x0041_", "_x005F_", "_x005f_",
+	"a_xD800_b", "_x00E9__x00e9_", "_x12G4_", "_x_", "&#xA;", "x\u2028y",
+	strings.Repeat("é", excelize.TotalCellChars+10), strings.Repeat("😀", excelize.TotalCellChars/2+3),
+}, hostile...)
+
+func TestXLSXRowsAsExcelize(t *testing.T) {
+	rows := sampleRows()
+	for i, s := range xlsxStrings {
+		rows = append(rows, struct {
+			o      Outcome
+			values []string
+		}{Outcome{Row: 10 + i, Email: s, Status: Failed, Rcpt: Reply{Code: -1, Enhanced: s, Text: s}, Data: Reply{Text: s},
+			Attempts: -i, MessageID: s, Error: s}, []string{s, "", s}})
+	}
+	for _, n := range []int{2, 27, 1_048_576} {
+		for _, row := range rows {
+			want := excelizeRow(t, n, oldCells(row.o, row.values))
+			if got := ourRow(t, n, row.o, row.values); !bytes.Equal(got, want) {
+				t.Errorf("row %d %q:\ngot  %s\nwant %s", n, row.values, got, want)
+			}
+		}
+	}
+}
+
+func FuzzXLSXRow(f *testing.F) {
+	for _, s := range xlsxStrings[:len(xlsxStrings)-2] {
+		f.Add(s, 250, 2)
+	}
+	f.Fuzz(func(t *testing.T, s string, code, n int) {
+		n = 2 + int(uint(n)%uint(excelize.TotalRows-1))
+		o := Outcome{Row: n, Email: s, Status: Delivered, Rcpt: Reply{Code: code, Text: s}, Attempts: code, Error: s}
+		values := []string{s, s + s}
+		want := excelizeRow(t, n, oldCells(o, values))
+		if got := ourRow(t, n, o, values); !bytes.Equal(got, want) {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+	})
 }
