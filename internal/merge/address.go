@@ -85,7 +85,12 @@ func normalizeAddress(s string) (string, bool, error) {
 	if why != "" {
 		return bad(why)
 	}
-	out := local + "@" + domain
+	out := a
+	if local != a[:at] || domain != a[at+1:] {
+		// Only a changed address needs a new string; most are already
+		// in normal form.
+		out = local + "@" + domain
+	}
 	if len(out) > maxAddress {
 		return bad(fmt.Sprintf("longer than %d octets", maxAddress))
 	}
@@ -202,6 +207,44 @@ func unquote(q string) (string, bool) {
 // normalizeDomain lower-cases and converts the domain to A-labels, or
 // validates an address literal.
 func normalizeDomain(d string) (string, string) {
+	if ldhDomain(d) {
+		// What normalizeDomainSlow returns for such a domain, without the
+		// cost of IDNA mapping (FuzzNormalizeDomain holds them equal).
+		return strings.ToLower(d), ""
+	}
+	return normalizeDomainSlow(d)
+}
+
+// ldhDomain reports whether d is a host name that IDNA leaves as it is
+// but for case: ASCII letters, digits and hyphens in labels of 1 to 63
+// octets, none led or ended by a hyphen or with "--" at the third octet
+// (the mark of an A-label, which IDNA decodes and checks), at most 253
+// octets in all. Anything else goes the slow way.
+func ldhDomain(d string) bool {
+	if len(d) == 0 || len(d) > 253 {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(d); i++ {
+		if i < len(d) && d[i] != '.' {
+			c := d[i] | 0x20 // ASCII lower case; '-' and digits are unchanged
+			if !('a' <= c && c <= 'z' || '0' <= d[i] && d[i] <= '9' || d[i] == '-') {
+				return false
+			}
+			continue
+		}
+		label := d[start:i]
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+			len(label) >= 4 && label[2] == '-' && label[3] == '-' {
+			return false
+		}
+		start = i + 1
+	}
+	return true
+}
+
+// normalizeDomainSlow is normalizeDomain for any domain.
+func normalizeDomainSlow(d string) (string, string) {
 	if d == "" {
 		return "", "empty domain"
 	}

@@ -111,6 +111,17 @@ func is7bit(b []byte) bool {
 
 const hexUpper = "0123456789ABCDEF"
 
+// qpSafe marks the octets quoted-printable writes as themselves (a space or
+// tab only when it does not end the line; a '.' only when it does not start
+// one): printable ASCII but '=', and tab.
+var qpSafe = func() (t [256]bool) {
+	for c := ' '; c <= '~'; c++ {
+		t[c] = c != '='
+	}
+	t['\t'] = true
+	return t
+}()
+
 // quotedPrintable encodes CRLF-normalised text (RFC 2045 6.7) with lines of
 // at most 76 octets. Unlike mime/quotedprintable it also encodes a '.' that
 // would start a line, soft breaks included, so a lone "." line (or any
@@ -129,11 +140,24 @@ func appendQuotedPrintable(out, b []byte) []byte {
 			b = nil
 		}
 		n := 0
-		for i := 0; i < len(line); i++ {
+		for i := 0; i < len(line); {
 			c := line[i]
+			if qpSafe[c] && i < len(line)-1 && n < 75 && (c != '.' || n > 0) {
+				// A run of characters that stand for themselves, up to
+				// the line's last character and to where a soft break
+				// would be due: what the general case below would
+				// copy one at a time.
+				j, end := i+1, min(len(line)-1, i+75-n)
+				for j < end && qpSafe[line[j]] {
+					j++
+				}
+				out = append(out, line[i:j]...)
+				n += j - i
+				i = j
+				continue
+			}
 			last := i == len(line)-1
-			enc := c == '=' || c == '.' && n == 0 || (c < ' ' && c != '\t') || c > '~' ||
-				(c == ' ' || c == '\t') && last
+			enc := !qpSafe[c] || c == '.' && n == 0 || (c == ' ' || c == '\t') && last
 			w := 1
 			if enc {
 				w = 3
@@ -157,6 +181,7 @@ func appendQuotedPrintable(out, b []byte) []byte {
 				out = append(out, c)
 			}
 			n += w
+			i++
 		}
 		out = append(out, '\r', '\n')
 	}

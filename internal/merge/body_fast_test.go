@@ -81,6 +81,9 @@ func checkField(t *testing.T, name, value string) {
 	for w, rest := nextWord(value); w != ""; w, rest = nextWord(rest) {
 		words = append(words, w)
 	}
+	if got, want := collapseSpaces(value), strings.Join(strings.Fields(value), " "); got != want {
+		t.Fatalf("collapseSpaces(%q) got %q, want %q", value, got, want)
+	}
 	if want := strings.Fields(value); strings.Join(words, "|") != strings.Join(want, "|") || len(words) != len(want) {
 		t.Fatalf("words of %q got %q, want %q", value, words, want)
 	}
@@ -98,4 +101,12 @@ func FuzzWriteField(f *testing.F) {
 		f.Add(v)
 	}
 	f.Fuzz(func(t *testing.T, v string) { checkField(t, "Subject", v) })
+}
+
+func TestCollapseSpaces(t *testing.T) {
+	for _, v := range append(fieldSeeds, "a b", "a  b", " a", "a ", "a\tb", "Ann Lee", "", "x") {
+		if got, want := collapseSpaces(v), strings.Join(strings.Fields(v), " "); got != want {
+			t.Errorf("collapseSpaces(%q) got %q, want %q", v, got, want)
+		}
+	}
 }

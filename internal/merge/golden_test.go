@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -278,4 +279,21 @@ func TestRenderConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestDataReuse fills one reused dot from rows of every length, in an
+// order that goes from full to short and back, and expects each time what
+// a fresh map would hold.
+func TestDataReuse(t *testing.T) {
+	header := []string{"email", "Name", "x", "x", "", "city"}
+	alias := map[string]int{"email": 0, "name": 1, "NAME": 1, "City": 5}
+	tp := &Template{header: header, alias: alias, dot: dotKeys(header, alias)}
+	sc := &scratch{data: map[string]string{}}
+	for _, n := range []int{6, 6, 2, 6, 0, 3, 6, 7, 1, 6} {
+		values := []string{"a@x.org", "Ann", "x1", "x2", "blank", "Rome", "extra"}[:n]
+		got := tp.data(sc, values)
+		if want := refData(header, alias, values); !reflect.DeepEqual(got, want) {
+			t.Fatalf("row of %d values: got %v, want %v", n, got, want)
+		}
+	}
 }

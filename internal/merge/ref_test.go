@@ -135,3 +135,29 @@ func refLongestWord(s string) int {
 	}
 	return n
 }
+
+func refValidMsgID(id string) bool {
+	if len(id) < 5 || len(id) > 250 || id[0] != '<' || id[len(id)-1] != '>' {
+		return false
+	}
+	l, r, ok := strings.Cut(id[1:len(id)-1], "@")
+	return ok && l != "" && r != "" && !strings.ContainsAny(l+r, "<>@ \t\r\n\x00\"\\()[],;:") && !hasNonASCII(l+r)
+}
+
+// refData is Template.data as it was.
+func refData(header []string, alias map[string]int, values []string) map[string]string {
+	m := make(map[string]string, len(header)+len(alias))
+	for i, h := range header {
+		if _, ok := m[h]; !ok && i < len(values) {
+			m[h] = values[i]
+		}
+	}
+	for name, i := range alias {
+		if i < len(values) {
+			m[name] = values[i]
+		} else {
+			m[name] = ""
+		}
+	}
+	return m
+}

@@ -49,7 +49,7 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 	}
 	sc := t.getScratch()
 	defer t.putScratch(sc)
-	data := t.data(sc.data, rec.Values)
+	data := t.data(sc, rec.Values)
 	msg := &Message{}
 	fields := sc.fields[:0]
 	var envTo []string
@@ -279,6 +279,13 @@ func (t *Template) headerValue(h *headerPart, v string, data map[string]string) 
 			return headerValue{}, "", nil
 		}
 		hv := headerValue{addrs: addrs}
+		if len(addrs) == 1 {
+			// The usual case; no builder needed.
+			a := addrs[0]
+			hv.value = formatAddress(a.Name, a.Address)
+			hv.utf8 = hasNonASCII(a.Address[:strings.LastIndexByte(a.Address, '@')])
+			return hv, "", nil
+		}
 		var b strings.Builder
 		for i, a := range addrs {
 			if i > 0 {
@@ -308,24 +315,52 @@ func (t *Template) headerValue(h *headerPart, v string, data map[string]string) 
 	return headerValue{value: encodeUnstructured(v)}, "", nil
 }
 
-// data builds the template's dot in m (cleared first): every header column
-// under its own name, and every column the template uses under the
-// template's spelling.
-func (t *Template) data(m map[string]string, values []string) map[string]string {
-	clear(m)
-	for i, h := range t.header {
-		if _, ok := m[h]; !ok && i < len(values) {
-			m[h] = values[i]
-		}
+// data builds the template's dot in sc.data: every header column under its
+// own name (the first, if two are spelled alike), and every column the
+// template uses under the template's spelling ("" if the row is short).
+func (t *Template) data(sc *scratch, values []string) map[string]string {
+	m := sc.data
+	// A full row sets every key, so a map last filled from a full row
+	// needs no clearing: each key is overwritten.
+	full := len(values) >= len(t.header)
+	if !full || !sc.dataFull {
+		clear(m)
 	}
-	for name, i := range t.alias {
-		if i < len(values) {
-			m[name] = values[i]
-		} else {
-			m[name] = ""
+	sc.dataFull = full
+	for _, k := range t.dot {
+		if k.index < len(values) {
+			m[k.name] = values[k.index]
+		} else if k.alias {
+			m[k.name] = ""
 		}
 	}
 	return m
+}
+
+// dotKey is one key of the template's dot and the column it comes from.
+type dotKey struct {
+	name  string
+	index int
+	alias bool // the template's spelling of a column: set even on a short row
+}
+
+// dotKeys lists the keys of the dot once per Bind, each once: the
+// template's spellings, then the other header names, at their first
+// column.
+func dotKeys(header []string, alias map[string]int) []dotKey {
+	var keys []dotKey
+	for name, i := range alias {
+		keys = append(keys, dotKey{name: name, index: i, alias: true})
+	}
+	seen := map[string]bool{}
+	for i, h := range header {
+		if _, ok := alias[h]; ok || seen[h] {
+			continue
+		}
+		seen[h] = true
+		keys = append(keys, dotKey{name: h, index: i})
+	}
+	return keys
 }
 
 // culprit names the first of cols whose value has a line break or NUL, so the
@@ -375,6 +410,8 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 		name := strings.TrimSpace(v[:i])
 		if un, ok := unquote(name); ok {
 			name = un
+		} else if !strings.Contains(name, "=?") {
+			// No encoded-word: DecodeHeader would return name as it is.
 		} else if dec, err := new(mime.WordDecoder).DecodeHeader(name); err == nil {
 			name = dec
 		}
@@ -455,9 +492,33 @@ func validMsgID(id string) bool {
 	if len(id) < 5 || len(id) > 250 || id[0] != '<' || id[len(id)-1] != '>' {
 		return false
 	}
-	l, r, ok := strings.Cut(id[1:len(id)-1], "@")
-	return ok && l != "" && r != "" && !strings.ContainsAny(l+r, "<>@ \t\r\n\x00\"\\()[],;:") && !hasNonASCII(l+r)
+	// One '@', neither first nor last, and none of the bytes msgIDBad
+	// marks; walked once, since a generated id is checked per message.
+	inner := id[1 : len(id)-1]
+	at := strings.IndexByte(inner, '@')
+	if at <= 0 || at == len(inner)-1 {
+		return false
+	}
+	for i := 0; i < len(inner); i++ {
+		if c := inner[i]; msgIDBad[c] && i != at {
+			return false
+		}
+	}
+	return true
 }
+
+// msgIDBad marks what may not appear on either side of a Message-ID's '@':
+// brackets, '@', white space, controls that break a header, quotes and
+// specials, and any non-ASCII byte.
+var msgIDBad = func() (t [256]bool) {
+	for _, c := range []byte("<>@ \t\r\n\x00\"\\()[],;:") {
+		t[c] = true
+	}
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = true
+	}
+	return t
+}()
 
 // randomMsgID makes a Message-ID: 128 random bits at host (this host's
 // name, if fully qualified) or else at the sender's domain (a bare "vm"
@@ -473,13 +534,16 @@ func randomMsgID(host, senderDomain string) string {
 		host = "localhost"
 	}
 	// One allocation: "<" 32 hex digits "@" host ">".
-	buf := make([]byte, 0, 2*len(b)+len(host)+3)
-	buf = append(buf, '<')
-	buf = hex.AppendEncode(buf, b[:])
-	buf = append(buf, '@')
-	buf = append(buf, host...)
-	buf = append(buf, '>')
-	return string(buf)
+	var id strings.Builder
+	id.Grow(2*len(b) + len(host) + 3)
+	id.WriteByte('<')
+	var h [2 * len(b)]byte
+	hex.Encode(h[:], b[:])
+	id.Write(h[:])
+	id.WriteByte('@')
+	id.WriteString(host)
+	id.WriteByte('>')
+	return id.String()
 }
 
 // msgIDHost returns this host's name, lower case, if it is fit for the
@@ -528,11 +592,32 @@ func checkUnsubscribe(u string) (https bool, err error) {
 // name is RFC 2047 B-encoded, whose alphabet cannot clash with address-list
 // punctuation as Q-encoding's can.
 func formatAddress(name, addr string) string {
-	name = strings.Join(strings.Fields(name), " ")
+	name = collapseSpaces(name)
 	if name == "" {
 		return addr
 	}
 	return encodePhrase(name) + " <" + addr + ">"
+}
+
+// collapseSpaces returns strings.Join(strings.Fields(s), " "): s itself,
+// with no new string, when it already has single spaces between words and
+// none around them, as names from a list mostly do.
+func collapseSpaces(s string) string {
+	end := -1 // where the previous word ends; -1 before the first
+	for w, rest := nextWord(s); w != ""; w, rest = nextWord(rest) {
+		start := len(s) - len(rest) - len(w)
+		if end < 0 && start != 0 || end >= 0 && (start != end+1 || s[end] != ' ') {
+			return strings.Join(strings.Fields(s), " ")
+		}
+		end = start + len(w)
+	}
+	if end < 0 {
+		end = 0
+	}
+	if end != len(s) {
+		return strings.Join(strings.Fields(s), " ")
+	}
+	return s
 }
 
 func encodePhrase(s string) string {

@@ -12,12 +12,13 @@ import (
 // garbage. Nothing in it outlives the call that took it: Render copies the
 // finished message out.
 type scratch struct {
-	data   map[string]string
-	exec   bytes.Buffer // one header value or the body, as executed
-	norm   []byte       // the body, normalised
-	qp     []byte       // the body, quoted-printable
-	head   bytes.Buffer // the header block
-	fields []field
+	data     map[string]string
+	dataFull bool         // data was last filled from a full row
+	exec     bytes.Buffer // one header value or the body, as executed
+	norm     []byte       // the body, normalised
+	qp       []byte       // the body, quoted-printable
+	head     bytes.Buffer // the header block
+	fields   []field
 }
 
 // maxScratch is the largest buffer kept for the next message; an unusually

@@ -110,6 +110,7 @@ type Template struct {
 	listFile  string
 	header    []string
 	alias     map[string]int // column as the template spells it -> header index
+	dot       []dotKey       // the keys of the template's dot
 	attachIdx int
 	listDir   string
 
@@ -453,6 +454,9 @@ func (t *Template) Bind(listFile string, header []string) error {
 			t.sources(), strings.Join(dup, ", "), list, ErrDuplicateColumn)
 	}
 	t.listFile, t.header, t.alias = list, trimmed, alias
+	t.dot = dotKeys(trimmed, alias)
+	// Scratch dots filled under another header would keep its keys.
+	t.scratch = scratchPool{}
 	t.attachIdx = -1
 	if t.opts.AttachColumn != "" {
 		t.attachIdx = alias[t.opts.AttachColumn]
