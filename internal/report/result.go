@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -644,6 +645,12 @@ func (x *xlsxRows) zipWriter(w io.Writer) (excelize.ZipWriter, error) {
 		x.spans[n-1].end = x.size
 	}
 	zw := zip.NewWriter(w)
+	// Deflating the sheets at zip's default level took a fifth of writing
+	// a result. Level 2 is 3.3 times faster on result sheets, for 12%
+	// more bytes (a 20,000-row sheet of 21 MB: 2.09 MB, not 1.86).
+	zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) {
+		return flate.NewWriter(w, 2)
+	})
 	return &spliceZip{zw: zw, rows: x}, nil
 }
 
