@@ -76,10 +76,15 @@ func TestValidMsgIDFast(t *testing.T) {
 	for _, id := range msgIDSeeds {
 		checkMsgID(t, id)
 	}
-	for range 100 {
-		if id := randomMsgID("", "example.org"); !validMsgID(id) || len(id) != len("<@example.org>")+32 {
-			t.Fatalf("randomMsgID gave %q", id)
+	// Enough ids to use the scratch's random block several times over.
+	sc := &scratch{}
+	seen := map[string]bool{}
+	for range 300 {
+		id := randomMsgID(sc.random(16), "", "example.org")
+		if !validMsgID(id) || len(id) != len("<@example.org>")+32 || seen[id] {
+			t.Fatalf("randomMsgID gave %q (seen before: %v)", id, seen[id])
 		}
+		seen[id] = true
 	}
 }
 

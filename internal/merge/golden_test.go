@@ -297,3 +297,19 @@ func TestDataReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestScratchDate expects the reused Date text to be what Format gives,
+// across seconds, zones and a return to an earlier second.
+func TestScratchDate(t *testing.T) {
+	sc := &scratch{}
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	berlin := time.FixedZone("CET", 3600)
+	for _, now := range []time.Time{
+		base, base.Add(300 * time.Millisecond), base.Add(time.Second), base.In(berlin), base.In(berlin).Add(time.Millisecond),
+		base, base.Add(-time.Nanosecond), time.Now(), time.Now().Local(),
+	} {
+		if got, want := sc.date(now), now.Format(time.RFC1123Z); got != want {
+			t.Fatalf("date(%v) got %q, want %q", now, got, want)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package merge
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -141,7 +140,7 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 		if t.opts.Now != nil {
 			now = t.opts.Now
 		}
-		fields = append(fields, field{"Date", now().Format(time.RFC1123Z)})
+		fields = append(fields, field{"Date", sc.date(now())})
 	}
 	if !hasID {
 		id := ""
@@ -153,7 +152,7 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 			if t.envFrom != "" {
 				from = t.envFrom
 			}
-			id = randomMsgID(t.msgIDHost, from[strings.LastIndexByte(from, '@')+1:])
+			id = randomMsgID(sc.random(16), t.msgIDHost, from[strings.LastIndexByte(from, '@')+1:])
 		}
 		if !validMsgID(id) {
 			return nil, rowErr("", wrapf(ErrRender, "Message-ID: not <id@host>: %q", id))
@@ -520,12 +519,13 @@ var msgIDBad = func() (t [256]bool) {
 	return t
 }()
 
-// randomMsgID makes a Message-ID: 128 random bits at host (this host's
+// randomMsgID makes a Message-ID: 128 random bits (the first 16 bytes of
+// random, from crypto/rand) at host (this host's
 // name, if fully qualified) or else at the sender's domain (a bare "vm"
 // looks like what spam filters look for), else at localhost.
-func randomMsgID(host, senderDomain string) string {
+func randomMsgID(random []byte, host, senderDomain string) string {
 	var b [16]byte
-	rand.Read(b[:])
+	copy(b[:], random)
 	switch {
 	case host != "":
 	case msgIDHostOK(strings.ToLower(senderDomain)):
@@ -746,6 +746,14 @@ func encodeWordsB(s string) string {
 func writeField(w *bytes.Buffer, name, value string) {
 	w.WriteString(name)
 	w.WriteString(":")
+	if len(name)+2+len(value) <= 78 && plainWords(value) {
+		// What the loop below writes for a value that fits on one line
+		// and whose words are already one space apart.
+		w.WriteByte(' ')
+		w.WriteString(value)
+		w.WriteString("\r\n")
+		return
+	}
 	n := len(name) + 1
 	first := true
 	for word, rest := nextWord(value); word != ""; word, rest = nextWord(rest) {
@@ -759,6 +767,24 @@ func writeField(w *bytes.Buffer, name, value string) {
 		n += 1 + len(word)
 	}
 	w.WriteString("\r\n")
+}
+
+// plainWords reports whether s is ASCII words separated by single spaces,
+// with none before or after: its own strings.Fields joined by " ".
+func plainWords(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return false
+		}
+		if asciiSpace[c] && (c != ' ' || i == 0 || i == len(s)-1 || s[i-1] == ' ') {
+			return false
+		}
+	}
+	return true
 }
 
 // part is a MIME entity: its Content-Type, its transfer encoding and its

@@ -2,7 +2,9 @@ package merge
 
 import (
 	"bytes"
+	"crypto/rand"
 	"sync"
+	"time"
 )
 
 // scratch is the working memory of one Render call: the template's dot,
@@ -19,6 +21,16 @@ type scratch struct {
 	qp       []byte       // the body, quoted-printable
 	head     bytes.Buffer // the header block
 	fields   []field
+
+	// The Date header of the last message: a second's messages share it.
+	dateUnix int64
+	dateLoc  *time.Location
+	dateText string
+
+	// Random bytes from crypto/rand, read in blocks rather than per
+	// Message-ID; rand[randUsed:] are unused.
+	rand     [1024]byte
+	randUsed int
 }
 
 // maxScratch is the largest buffer kept for the next message; an unusually
@@ -46,6 +58,27 @@ func (t *Template) putScratch(s *scratch) {
 	// Drop the row's strings now rather than at the next message.
 	clear(s.fields)
 	t.scratch.p.Put(s)
+}
+
+// date formats now for the Date header, as now.Format(time.RFC1123Z),
+// reusing the last string while the second and the zone are the same.
+func (s *scratch) date(now time.Time) string {
+	if s.dateText == "" || now.Unix() != s.dateUnix || now.Location() != s.dateLoc {
+		s.dateUnix, s.dateLoc, s.dateText = now.Unix(), now.Location(), now.Format(time.RFC1123Z)
+	}
+	return s.dateText
+}
+
+// random returns n unused random bytes (n at most len(s.rand)), which the
+// caller must not keep.
+func (s *scratch) random(n int) []byte {
+	if s.randUsed == 0 || len(s.rand)-s.randUsed < n {
+		rand.Read(s.rand[:])
+		s.randUsed = 0
+	}
+	b := s.rand[s.randUsed : s.randUsed+n]
+	s.randUsed += n
+	return b
 }
 
 // textPart encodes the text in s.exec as a MIME part of the given type, as
