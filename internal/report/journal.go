@@ -3,7 +3,6 @@ package report
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -297,7 +296,7 @@ func load(f *os.File, path string, readOnly bool) (*Journal, error) {
 		if len(b) > 0 && b[len(b)-1] == '\n' {
 			line++
 			var r record
-			if uerr := json.Unmarshal(b, &r); uerr != nil || !j.index(&r, off, line) {
+			if uerr := decodeRecord(b, &r); uerr != nil || !j.index(&r, off, line) {
 				if _, perr := br.Peek(1); perr == io.EOF && line > 1 {
 					// A complete but garbled last line: what a crash can
 					// leave when the size reached disk before the data.
@@ -396,7 +395,7 @@ func regularFile(f *os.File, path string) error {
 }
 
 func encode(r *record) ([]byte, error) {
-	b, err := json.Marshal(r)
+	b, err := appendRecord(make([]byte, 0, 256), r)
 	if err != nil {
 		return nil, fmt.Errorf("report: row %d: %w", r.Row, err)
 	}
@@ -609,7 +608,7 @@ func (j *Journal) readAt(off int64) (*record, error) {
 		return nil, err
 	}
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := decodeRecord(b, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
