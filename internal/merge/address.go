@@ -2,6 +2,7 @@ package merge
 
 import (
 	"fmt"
+	"net/mail"
 	"net/netip"
 	"strings"
 	"unicode"
@@ -52,6 +53,21 @@ func AddressKey(addr string) string {
 	}
 	return addr[:i+1] + ld
 }
+
+// parseAddressList is mail.ParseAddressList, with the answer for a bare
+// ASCII addr-spec ("local@domain", both dot-atoms, nothing around them)
+// given without the parser: the one address, with no name. A row's
+// address column is mostly just that. TestParseAddressListFast and
+// FuzzParseAddressList hold it to net/mail.
+func parseAddressList(s string) ([]*mail.Address, error) {
+	if at := strings.IndexByte(s, '@'); at > 0 && asciiDotAtom(s[:at]) && asciiDotAtom(s[at+1:]) {
+		return []*mail.Address{{Address: s}}, nil
+	}
+	return mail.ParseAddressList(s)
+}
+
+// asciiDotAtom reports whether s is ASCII atoms joined by single dots.
+func asciiDotAtom(s string) bool { return isDotAtom(s) && !hasNonASCII(s) }
 
 // normalizeAddress is NormalizeAddress with an unprefixed error, for use
 // inside RowError.

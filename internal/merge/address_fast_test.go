@@ -1,6 +1,8 @@
 package merge
 
 import (
+	"net/mail"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -95,5 +97,52 @@ func FuzzValidMsgID(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		checkMsgID(t, s)
 		checkMsgID(t, "<"+s+">")
+	})
+}
+
+// addrListSeeds are address fields on both sides of parseAddressList's
+// fast path.
+var addrListSeeds = []string{
+	"a@b", "user0000001@example.org", "A.B@C.D", "a+tag@x.org", "a!#$%&'*+-/=?^_`{|}~@x.org", "a@b@c", "@b", "a@", "a",
+	".a@b", "a.@b", "a..b@c", "a@.b", "a@b.", "a@b..c", " a@b", "a@b ", "a @b", "a@ b", "a@b,", ",a@b", "a@b, c@d",
+	"a@[1.2.3.4]", "\"a\"@b", "a(b)@c", "a@b(c)", "<a@b>", "A <a@b>", "ü@b", "a@ü", "a@b\x00", "a\t@b", "a@\xff",
+	"a@b;", "g: a@b;", "a\\b@c", "a@b\r\n", "",
+}
+
+func checkAddressList(t *testing.T, s string) {
+	got, gotErr := parseAddressList(s)
+	want, wantErr := mail.ParseAddressList(s)
+	if (gotErr == nil) != (wantErr == nil) || gotErr != nil && gotErr.Error() != wantErr.Error() || !reflect.DeepEqual(got, want) {
+		t.Fatalf("parseAddressList(%q) got %v %v, want %v %v", s, got, gotErr, want, wantErr)
+	}
+}
+
+func TestParseAddressListFast(t *testing.T) {
+	fast := 0
+	for _, s := range addrListSeeds {
+		checkAddressList(t, s)
+		if at := strings.IndexByte(s, '@'); at > 0 && asciiDotAtom(s[:at]) && asciiDotAtom(s[at+1:]) {
+			fast++
+		}
+	}
+	if fast < 5 {
+		t.Fatalf("only %d seeds take the fast path", fast)
+	}
+}
+
+func FuzzParseAddressList(f *testing.F) {
+	for _, s := range addrListSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		checkAddressList(t, s)
+		// The same bytes in an alphabet of atext, dots and one '@'
+		// or two, where the fast path's edges are.
+		const alpha = "a.@Z9-+"
+		b := []byte(s)
+		for i, c := range b {
+			b[i] = alpha[c%byte(len(alpha))]
+		}
+		checkAddressList(t, string(b))
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -98,7 +99,7 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 			if strings.ContainsAny(v, "\r\n\x00") {
 				return nil, rowErr(t.culprit(h.cols, rec.Values), wrapf(ErrHeaderInjection, "header %s", h.name))
 			}
-			r, col, err := t.headerValue(h, strings.Trim(v, " \t"), data)
+			r, col, err := t.headerValue(h, strings.Trim(v, " \t"), data, sc)
 			if err != nil {
 				return nil, rowErr(col, err)
 			}
@@ -263,11 +264,11 @@ type headerValue struct {
 // error for a RowError. It depends on nothing but h and v (data only feeds
 // the address-count check, whose result for a header without columns does
 // not depend on it), so a header without actions is done once, in
-// ParseTemplate.
-func (t *Template) headerValue(h *headerPart, v string, data map[string]string) (headerValue, string, error) {
+// ParseTemplate. sc, if not nil, lends working memory.
+func (t *Template) headerValue(h *headerPart, v string, data map[string]string, sc *scratch) (headerValue, string, error) {
 	switch {
 	case addressHeader[h.key]:
-		addrs, err := t.parseAddresses(*h, v, data)
+		addrs, err := t.parseAddresses(*h, v, data, sc)
 		if err != nil {
 			return headerValue{}, t.culprit(h.cols, nil), err
 		}
@@ -384,7 +385,7 @@ func (t *Template) culprit(cols []string, values []string) string {
 // address. To keep a row's data from adding recipients (a display name of
 // "x@evil.example, Bob"), the header is also rendered with each value
 // replaced by a neutral stand-in, and the two must hold as many addresses.
-func (t *Template) parseAddresses(h headerPart, v string, data map[string]string) ([]*mail.Address, error) {
+func (t *Template) parseAddresses(h headerPart, v string, data map[string]string, sc *scratch) ([]*mail.Address, error) {
 	i := strings.LastIndexByte(v, '<')
 	oneMailbox := i >= 0 && strings.HasSuffix(v, ">")
 	want := -1
@@ -392,7 +393,7 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 		// How many addresses the template gives with harmless values: a row
 		// value that changes the count injected a list. (A header written as
 		// one "name <addr>" mailbox gives one whatever the values.)
-		want = t.addressCount(h, data)
+		want = t.addressCount(h, data, sc)
 	}
 	if v == "" {
 		if want > 0 {
@@ -416,7 +417,7 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 		}
 		list = []*mail.Address{{Name: name, Address: v[i+1 : len(v)-1]}}
 	} else {
-		list, err = mail.ParseAddressList(v)
+		list, err = parseAddressList(v)
 	}
 	if err != nil {
 		return nil, wrapf(ErrNotAddress, "header %s: %q: %v", h.name, v, err)
@@ -449,8 +450,15 @@ func (t *Template) parseAddresses(h headerPart, v string, data map[string]string
 // addressCount renders header h with every column it uses replaced by a
 // stand-in of the same address-list shape and counts the addresses; -1 if
 // that cannot be told. Columns the header does not use are not parsed.
-func (t *Template) addressCount(h headerPart, data map[string]string) int {
-	stand := make(map[string]string, len(data))
+func (t *Template) addressCount(h headerPart, data map[string]string, sc *scratch) int {
+	if sc == nil {
+		sc = &scratch{}
+	}
+	if sc.stand == nil {
+		sc.stand = make(map[string]string, len(data))
+	}
+	stand := sc.stand
+	clear(stand)
 	for k := range data {
 		stand[k] = "Name"
 	}
@@ -459,13 +467,14 @@ func (t *Template) addressCount(h headerPart, data map[string]string) int {
 			stand[c] = standIn(val)
 		}
 	}
-	var buf bytes.Buffer
-	if err := h.tmpl.Execute(&buf, stand); err != nil {
+	buf := &sc.standOut
+	buf.Reset()
+	if err := h.tmpl.Execute(buf, stand); err != nil {
 		return -1
 	}
 	if s := strings.TrimSpace(buf.String()); s == "" {
 		return 0
-	} else if l, err := mail.ParseAddressList(s); err == nil {
+	} else if l, err := parseAddressList(s); err == nil {
 		return len(l)
 	}
 	return -1
@@ -477,10 +486,13 @@ func standIn(v string) string {
 	if strings.TrimSpace(v) == "" {
 		return ""
 	}
-	if l, err := mail.ParseAddressList(v); err == nil && len(l) > 0 {
+	if l, err := parseAddressList(v); err == nil && len(l) > 0 {
+		if len(l) == 1 {
+			return "p0@placeholder.invalid"
+		}
 		ps := make([]string, len(l))
 		for i := range ps {
-			ps[i] = fmt.Sprintf("p%d@placeholder.invalid", i)
+			ps[i] = "p" + strconv.Itoa(i) + "@placeholder.invalid"
 		}
 		return strings.Join(ps, ", ")
 	}

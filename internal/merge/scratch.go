@@ -22,6 +22,10 @@ type scratch struct {
 	head     bytes.Buffer // the header block
 	fields   []field
 
+	// The address-count check's dot of stand-ins and its output.
+	stand    map[string]string
+	standOut bytes.Buffer
+
 	// The Date header of the last message: a second's messages share it.
 	dateUnix int64
 	dateLoc  *time.Location

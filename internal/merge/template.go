@@ -279,7 +279,7 @@ func (t *Template) fixedHeader(h *headerPart) *headerValue {
 	if strings.ContainsAny(v, "\r\n\x00") {
 		return nil
 	}
-	hv, _, err := t.headerValue(h, strings.Trim(v, " \t"), map[string]string{})
+	hv, _, err := t.headerValue(h, strings.Trim(v, " \t"), map[string]string{}, nil)
 	if err != nil {
 		return nil
 	}
