@@ -602,3 +602,48 @@ func FuzzXLSXRow(f *testing.F) {
 		}
 	})
 }
+
+// TestResultLargeXLSX writes a results sheet of several compression chunks
+// and reads every cell back.
+func TestResultLargeXLSX(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 4 MB of sheet XML")
+	}
+	path := filepath.Join(t.TempDir(), "r.xlsx")
+	header := []string{"name", "note"}
+	r, err := CreateResult(path, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8000
+	var wantRows [][]string
+	for row := 2; row < 2+n; row++ {
+		o := Outcome{Row: row, Email: fmt.Sprintf("u%d@example.org", row), Status: statuses[row%len(statuses)],
+			Rcpt: Reply{250, "2.1.5", "ok"}, Attempts: row % 3, MessageID: fmt.Sprintf("<%d@x>", row)}
+		values := []string{fmt.Sprintf("Zoë %d", row), hostile[row%len(hostile)]}
+		if err := r.Write(o, values); err != nil {
+			t.Fatal(err)
+		}
+		wantRows = append(wantRows, trimRow(want(o, values)))
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := excelize.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := f.GetRows(ResultSheet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n+1 {
+		t.Fatalf("got %d rows, want %d", len(got), n+1)
+	}
+	for i, w := range wantRows {
+		if !reflect.DeepEqual(got[i+1], w) {
+			t.Fatalf("row %d: got %q, want %q", i+2, got[i+1], w)
+		}
+	}
+}
