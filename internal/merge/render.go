@@ -532,18 +532,17 @@ var msgIDBad = func() (t [256]bool) {
 }()
 
 // randomMsgID makes a Message-ID: 128 random bits (the first 16 bytes of
-// random, from crypto/rand) at host (this host's
-// name, if fully qualified) or else at the sender's domain (a bare "vm"
-// looks like what spam filters look for), else at localhost.
+// random, from crypto/rand) at host (this host's name, if fully qualified)
+// or else at the sender's domain (a bare "vm" looks like what spam filters
+// look for), else at localhost.
 func randomMsgID(random []byte, host, senderDomain string) string {
 	var b [16]byte
 	copy(b[:], random)
-	switch {
-	case host != "":
-	case msgIDHostOK(strings.ToLower(senderDomain)):
-		host = strings.ToLower(senderDomain)
-	default:
+	if host == "" {
 		host = "localhost"
+		if d := strings.ToLower(senderDomain); msgIDHostOK(d) {
+			host = d
+		}
 	}
 	// One allocation: "<" 32 hex digits "@" host ">".
 	var id strings.Builder
