@@ -3,6 +3,7 @@ package merge
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 )
 
 // normalizeText drops NUL and turns every line end (CRLF, lone CR, lone LF)
@@ -26,10 +27,7 @@ func appendNormalized(dst, b []byte) (out []byte, sevenBit bool) {
 		if ' ' <= c && c <= '~' {
 			// The common case: printable ASCII. A run of it is copied
 			// at once.
-			j := i + 1
-			for j < len(b) && ' ' <= b[j] && b[j] <= '~' {
-				j++
-			}
+			j := i + 1 + printableRun(b[i+1:])
 			out = append(out, b[i:j]...)
 			i = j - 1
 			continue
@@ -60,6 +58,34 @@ func appendNormalized(dst, b []byte) (out []byte, sevenBit bool) {
 		out = append(out, '\r', '\n')
 	}
 	return out, sevenBit
+}
+
+// Byte-parallel tests on eight octets at once (from "Bit Twiddling Hacks":
+// hasless and hasmore, exact for a bound of at most 128 and 127).
+const (
+	ones  = ^uint64(0) / 255 // 0x0101...01
+	highs = ones * 0x80      // 0x8080...80
+)
+
+// printableRun returns how many of the octets that start b are printable
+// ASCII other than '=' (what both the 7bit test and quoted-printable
+// pass through unchanged, but for tab, which ends the run): eight at a
+// time, then one at a time. A body is mostly such runs.
+func printableRun(b []byte) int {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		eq := w ^ (ones * '=')
+		below := (w - ones*' ') &^ w & highs        // an octet < ' '
+		above := ((w + ones*(127-'~')) | w) & highs // an octet > '~'
+		isEq := (eq - ones) &^ eq & highs           // an octet == '='
+		if below|above|isEq != 0 {
+			break
+		}
+	}
+	for ; i < len(b) && ' ' <= b[i] && b[i] <= '~' && b[i] != '='; i++ {
+	}
+	return i
 }
 
 // sevenBitLine is is7bit's test of one line's shape (its characters are
@@ -147,7 +173,8 @@ func appendQuotedPrintable(out, b []byte) []byte {
 				// the line's last character and to where a soft break
 				// would be due: what the general case below would
 				// copy one at a time.
-				j, end := i+1, min(len(line)-1, i+75-n)
+				end := min(len(line)-1, i+75-n)
+				j := i + 1 + printableRun(line[i+1:end])
 				for j < end && qpSafe[line[j]] {
 					j++
 				}

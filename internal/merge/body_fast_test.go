@@ -9,6 +9,7 @@ import (
 // bodySeeds are bodies around every rule of the 7bit test and of the
 // quoted-printable encoder.
 var bodySeeds = []string{
+	"abcdefgh", "abcdefg=", "=bcdefgh", "abcdefgh~\x7f", "abcdefgh \x1f", "abcdefghijklmnop\t", "abcdefgh\x80ijkl",
 	"", "a", "\r", "\n", "\r\n", "\r\r\n\n", "\x00", "a\x00\r\x00\nb", ".", ".a\r\n", "a\r\n.", "\t.\r\n",
 	"trailing \r\nspace\t\n", "=", "é", "\x7f", "\x1b[0m", strings.Repeat("a", 78), strings.Repeat("a", 79),
 	strings.Repeat("a", 75) + "=", strings.Repeat("a", 74) + ".b", strings.Repeat("a", 75) + " ",
@@ -20,6 +21,15 @@ var bodySeeds = []string{
 // were: the same bytes, the same 7bit verdict, the same encoding.
 func checkBodyFast(t *testing.T, raw []byte) {
 	t.Helper()
+	for k := range min(len(raw), 9) {
+		n := 0
+		for n < len(raw[k:]) && ' ' <= raw[k+n] && raw[k+n] <= '~' && raw[k+n] != '=' {
+			n++
+		}
+		if got := printableRun(raw[k:]); got != n {
+			t.Fatalf("printableRun(%q) got %d, want %d", raw[k:], got, n)
+		}
+	}
 	want := refNormalizeText(raw)
 	if got := normalizeText(raw); !bytes.Equal(got, want) {
 		t.Fatalf("normalizeText(%q) got %q, want %q", raw, got, want)

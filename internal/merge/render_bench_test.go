@@ -47,3 +47,28 @@ func BenchmarkRender(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBody normalises and encodes a 1 KB body as Render does, beside
+// the encoders as they were (ref_test.go), for an ASCII body (7bit) and
+// one with a name in Latin-1 letters (quoted-printable).
+func BenchmarkBody(b *testing.B) {
+	line := "thank you for being a customer of Example Co. This is a reminder,\n"
+	for _, c := range []struct{ name, text string }{
+		{"7bit", "Dear Ada Lovelace,\n\n" + strings.Repeat(line, 14)},
+		{"qp", "Dear Zoë Müller,\n\n" + strings.Repeat(line, 14)},
+	} {
+		raw := []byte(c.text)
+		b.Run(c.name+"/ref", func(b *testing.B) {
+			for b.Loop() {
+				refEncodeBody(refNormalizeText(raw))
+			}
+		})
+		b.Run(c.name+"/new", func(b *testing.B) {
+			var sc scratch
+			sc.exec.Write(raw)
+			for b.Loop() {
+				sc.textPart("text/plain")
+			}
+		})
+	}
+}
