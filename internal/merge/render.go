@@ -632,7 +632,9 @@ func collapseSpaces(s string) string {
 }
 
 func encodePhrase(s string) string {
-	if needsEncoding(s) || longestWord(s) > 900 {
+	// A word is never longer than the text: the count is needed only
+	// past 900 octets.
+	if needsEncoding(s) || len(s) > 900 && longestWord(s) > 900 {
 		return encodeWordsB(s)
 	}
 	atoms := true
@@ -729,7 +731,7 @@ func encodeUnstructured(s string) string {
 		}
 		return q
 	}
-	if longestWord(s) > 900 {
+	if len(s) > 900 && longestWord(s) > 900 {
 		return encodeWordsB(s)
 	}
 	return s
