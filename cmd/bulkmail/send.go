@@ -401,14 +401,15 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 
 // record puts a message's outcome in the journal. A lazy outcome (the
 // worker commits its next message at once, see sender.Result.Lazy) is
-// made durable by that commit's fsync rather than by one of its own, which
-// halves the fsyncs a message costs. Issue 5's rule holds: both records of
-// a message are on disk before the worker commits another. Should power
-// fail in the microseconds between, the row reads in_doubt on resume,
-// never unsent.
+// written to the file now but made durable by that commit's fsync rather
+// than by one of its own, which halves the fsyncs a message costs. Issue
+// 5's rule holds: both records of a message are on disk before the worker
+// commits another. A killed process loses nothing (the kernel has the
+// record); only a machine crash in the moment before that commit's fsync
+// turns this one row into in_doubt, never into a resend.
 func (r *sendRun) record(o report.Outcome, lazy bool) error {
 	if lazy {
-		return r.journal.Note(o)
+		return r.journal.RecordUnsynced(o)
 	}
 	return r.journal.Record(o)
 }

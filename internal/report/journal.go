@@ -103,20 +103,25 @@ type Journal struct {
 	// whose writes fail to exercise the sticky error.
 	w *os.File
 
+	// Records go through three stages: pending (in memory), written (in
+	// the kernel: a crash of the process no longer loses them) and durable
+	// (fsynced: a crash of the machine does not either). Writes happen
+	// with mu held, in order; an fsync runs with mu released, so that
+	// other callers queue the next batch meanwhile.
 	mu       sync.Mutex
-	cond     sync.Cond // signalled when a batch is written or fails
+	cond     sync.Cond // signalled when an fsync ends or fails
 	listID   string
-	idx      rowIndex
-	size     int64 // end of the durable records
+	idx      rowIndex // durable records only
+	size     int64    // end of the durable records
+	written  int64    // end of the written records (>= size)
 	pending  []byte
 	rows     []pendingRow // rows in pending, with their offsets in it
-	batch    uint64       // number of the batch collecting in pending
+	unsynced []pendingRow // rows written and not durable, offsets in the file
+	batch    uint64       // number of the next fsync
 	flushed  uint64       // highest batch on disk
-	writing  bool         // a caller is writing a batch with mu released
+	syncing  bool         // a caller is in fsync with mu released
 	err      error        // sticky: set by the first failed write or fsync
 	closed   bool
-	spareBuf []byte // the previous batch's buffers, reused
-	spareRow []pendingRow
 }
 
 type pendingRow struct {
@@ -331,7 +336,7 @@ func load(f *os.File, path string, readOnly bool) (*Journal, error) {
 			return nil, fmt.Errorf("report: journal %s: %w", path, err)
 		}
 	}
-	j.size = off
+	j.size, j.written = off, off
 	return j, nil
 }
 
@@ -445,9 +450,32 @@ func (j *Journal) Note(o Outcome) error {
 	}
 	j.rows = append(j.rows, pendingRow{o.Row, int64(len(j.pending))})
 	j.pending = append(j.pending, line...)
-	if !j.writing && len(j.pending) >= 1<<18 {
-		j.flushLocked()
+	if len(j.pending) >= 1<<18 {
+		j.writeLocked()
 	}
+	return j.err
+}
+
+// RecordUnsynced appends the outcome and writes it to the file at once,
+// leaving its fsync to the next Committing, Record or Sync (of any
+// caller). Once it returns, the outcome survives the death of the process
+// (the kernel has it); only a crash of the machine before that next fsync
+// loses it, and then the row reads as in doubt. It is for a worker that
+// commits its next message straight away: that commit's fsync carries
+// this outcome, one fsync per message instead of two.
+func (j *Journal) RecordUnsynced(o Outcome) error {
+	line, err := outcomeLine(&o)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return err
+	}
+	j.rows = append(j.rows, pendingRow{o.Row, int64(len(j.pending))})
+	j.pending = append(j.pending, line...)
+	j.writeLocked()
 	return j.err
 }
 
@@ -458,6 +486,9 @@ func (j *Journal) Sync() error {
 	defer j.mu.Unlock()
 	if err := j.usable(); err != nil {
 		return err
+	}
+	if len(j.pending) == 0 && j.written == j.size && !j.syncing {
+		return nil // everything is durable already
 	}
 	return j.waitFlushed(j.batch)
 }
@@ -514,14 +545,14 @@ func (j *Journal) usable() error {
 	return nil
 }
 
-// waitFlushed returns once batch mine is on disk, writing it itself when
-// no write is in progress; call with j.mu held.
+// waitFlushed returns once batch mine is on disk, syncing it itself when
+// no fsync is in progress; call with j.mu held.
 func (j *Journal) waitFlushed(mine uint64) error {
 	for j.flushed < mine {
 		if j.err != nil {
 			return j.err
 		}
-		if j.writing {
+		if j.syncing {
 			j.cond.Wait()
 			continue
 		}
@@ -530,40 +561,59 @@ func (j *Journal) waitFlushed(mine uint64) error {
 	return j.err
 }
 
-// flushLocked writes and fsyncs the pending batch. It is called with j.mu
-// held and no write in progress, and releases j.mu during the I/O so that
-// other callers can queue the next batch.
+// writeLocked writes the pending records to the file, without an fsync;
+// call with j.mu held. A failed write sets the sticky error.
+func (j *Journal) writeLocked() {
+	if len(j.pending) == 0 || j.err != nil {
+		return
+	}
+	if _, err := j.w.Write(j.pending); err != nil {
+		// Sticky: how much reached the file is unknown, and pretending
+		// otherwise could send a message twice.
+		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
+		j.cond.Broadcast()
+		return
+	}
+	for _, r := range j.rows {
+		j.unsynced = append(j.unsynced, pendingRow{r.row, j.written + r.off})
+	}
+	j.written += int64(len(j.pending))
+	j.pending, j.rows = j.pending[:0], j.rows[:0]
+	if cap(j.pending) > 1<<20 {
+		j.pending = nil // do not pin a huge buffer
+	}
+}
+
+// flushLocked writes the pending records and fsyncs the file as batch
+// j.batch. It is called with j.mu held and no fsync in progress, and
+// releases j.mu during the fsync so that other callers can queue the next
+// batch (and write records that need no fsync of their own).
 func (j *Journal) flushLocked() {
-	buf, rows, n := j.pending, j.rows, j.batch
-	j.pending, j.rows = j.spareBuf[:0], j.spareRow[:0]
+	n := j.batch
 	j.batch++
-	j.writing = true
-	base := j.size
+	j.writeLocked()
+	if j.err != nil {
+		return
+	}
+	// What is written now is what this fsync makes durable; records
+	// written while it runs wait for the next.
+	end, cut := j.written, len(j.unsynced)
+	j.syncing = true
 	j.mu.Unlock()
 
-	_, err := j.w.Write(buf)
-	if err == nil {
-		err = j.w.Sync()
-	}
+	err := j.w.Sync()
 
 	j.mu.Lock()
-	j.writing = false
+	j.syncing = false
 	if err != nil {
-		// Sticky: whether the bytes reached the disk is unknown, and
-		// pretending otherwise could send a message twice.
 		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
 	} else {
-		j.size += int64(len(buf))
-		for _, r := range rows {
-			j.idx.set(r.row, base+r.off)
+		for _, r := range j.unsynced[:cut] {
+			j.idx.set(r.row, r.off)
 		}
+		j.unsynced = append(j.unsynced[:0], j.unsynced[cut:]...)
+		j.size = end
 		j.flushed = n
-	}
-	// Keep the larger buffers for the next batch but do not pin a huge one.
-	if cap(buf) <= 1<<20 {
-		j.spareBuf, j.spareRow = buf[:0], rows[:0]
-	} else {
-		j.spareBuf, j.spareRow = nil, nil
 	}
 	j.cond.Broadcast()
 }
@@ -655,8 +705,8 @@ func (j *Journal) Close() error {
 		return nil
 	}
 	j.closed = true
-	for (j.writing || len(j.pending) > 0) && j.err == nil {
-		if j.writing {
+	for (j.syncing || len(j.pending) > 0 || j.written > j.size) && j.err == nil {
+		if j.syncing {
 			j.cond.Wait()
 			continue
 		}

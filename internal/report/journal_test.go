@@ -460,3 +460,41 @@ func TestJournalNoteIsDurableAfterSync(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalRecordUnsynced checks the stages of an outcome that rides on
+// the next commit's fsync: once RecordUnsynced returns it is in the file,
+// so a process killed right then (a reader that opens the file without the
+// writer closing it) already finds it; the writer's own index gets it once
+// the next Committing is durable.
+func TestJournalRecordUnsynced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	j := openTest(t, path, listA, false)
+	defer j.Close()
+	if err := j.Committing(5, 1, "user5@example.org", "<5@bulkmail.test>"); err != nil {
+		t.Fatal(err)
+	}
+	want := outcomeFor(5)
+	want.Status = Delivered
+	if err := j.RecordUnsynced(want); err != nil {
+		t.Fatal(err)
+	}
+
+	// As a run resumed after kill -9 would read it.
+	r, err := ReadJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLast(t, r, 5, want)
+	r.Close()
+
+	if o, _ := j.Last(5); o.Status != InDoubt {
+		t.Errorf("before any fsync the writer reports row 5 as %s, want in_doubt (the durable state)", o.Status)
+	}
+	if err := j.Committing(6, 1, "user6@example.org", "<6@bulkmail.test>"); err != nil {
+		t.Fatal(err)
+	}
+	checkLast(t, j, 5, want)
+	if err := j.Sync(); err != nil { // nothing left to sync: returns at once
+		t.Fatal(err)
+	}
+}

@@ -2,6 +2,7 @@ package sender_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,19 +15,22 @@ import (
 // TestLazyResultsAreFlushed checks the contract of Result.Lazy that lets a
 // journal write one fsync per message instead of two: a result reported
 // Lazy is made durable, on its worker, by the next commit, a result not
-// reported Lazy, or a Flush; none is left when the run ends. Refused
-// recipients break the look-ahead chain in the middle, and a run stopped
-// right after a lazy result ends its chain without a commit: that is
-// where a missing Flush would hide.
+// reported Lazy, or a Flush, and that worker reads nothing from its server
+// before then (no round trip while an outcome waits); none is left when
+// the run ends. Refused recipients break the look-ahead chain in the
+// middle, and a run stopped right after a lazy result ends its chain
+// without a commit: that is where a missing Flush would hide.
 func TestLazyResultsAreFlushed(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		pipelining bool
+		chunking   bool
 		stopAfter  int // cancel the run at the first lazy result after this many
 	}{
-		{"pipelining", true, 0},
-		{"lock-step", false, 0},
-		{"stopped after a lazy result", true, 100},
+		{"pipelining with DATA", true, false, 0},
+		{"pipelining with BDAT", true, true, 0},
+		{"lock-step", false, false, 0},
+		{"stopped after a lazy result", true, false, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startCapture(t, capture.Config{Rcpt: func(to string) *capture.Reply {
@@ -47,7 +51,7 @@ func TestLazyResultsAreFlushed(t *testing.T) {
 			// connection afterwards, from the job's result: every job here
 			// has one attempt.
 			type event struct {
-				kind string // commit, done, flush
+				kind string // commit, done, flush, read
 				job  int
 				conn int
 				lazy bool
@@ -56,8 +60,21 @@ func TestLazyResultsAreFlushed(t *testing.T) {
 			var events []event
 			results := map[int]sender.Result{}
 			stopped := false
+			// Every reply the client reads is traced as "TIME cN < REPLY".
+			trace := sender.NewTrace(writerFunc(func(line string) {
+				f := strings.Fields(line)
+				var conn int
+				if len(f) >= 3 && f[2] == "<" {
+					if _, err := fmt.Sscanf(f[1], "c%d", &conn); err == nil {
+						mu.Lock()
+						events = append(events, event{kind: "read", conn: conn})
+						mu.Unlock()
+					}
+				}
+			}))
 			cfg := sender.PoolConfig{
-				Dial:    sender.Config{Addr: srv.Addr(), TLS: sender.TLSNone, NoPipelining: !tc.pipelining},
+				Dial: sender.Config{Addr: srv.Addr(), TLS: sender.TLSNone, Trace: trace,
+					NoPipelining: !tc.pipelining, NoChunking: !tc.chunking},
 				Workers: 4,
 				Commit: func(j *sender.Job, _ int) error {
 					mu.Lock()
@@ -83,17 +100,13 @@ func TestLazyResultsAreFlushed(t *testing.T) {
 					return nil
 				},
 			}
-			jobs := make(chan *sender.Job)
-			go func() {
-				defer close(jobs)
-				for i, m := range msgs {
-					select {
-					case jobs <- &sender.Job{ID: i, Msg: m}:
-					case <-ctx.Done():
-						return
-					}
-				}
-			}()
+			// All jobs queued up front, so that a worker always finds the
+			// next one ready to send ahead.
+			jobs := make(chan *sender.Job, n)
+			for i, m := range msgs {
+				jobs <- &sender.Job{ID: i, Msg: m}
+			}
+			close(jobs)
 			err := sender.NewPool(cfg).Run(ctx, jobs)
 			if tc.stopAfter == 0 && err != nil {
 				t.Fatal(err)
@@ -111,6 +124,11 @@ func TestLazyResultsAreFlushed(t *testing.T) {
 					}
 				case "flush":
 					delete(unflushed, e.conn)
+				case "read":
+					if job, ok := unflushed[e.conn]; ok {
+						t.Errorf("conn %d waited for its server while the lazy result of job %d was not durable", e.conn, job)
+						delete(unflushed, e.conn) // one report per lapse
+					}
 				case "done":
 					delete(unflushed, e.conn) // a result not lazy is durable, and all before it
 					if e.lazy {
@@ -151,4 +169,14 @@ func TestLazyResultsAreFlushed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writerFunc is an io.Writer that hands each line written to fn.
+type writerFunc func(line string)
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimSuffix(string(p), "\n"), "\n") {
+		f(line)
+	}
+	return len(p), nil
 }
