@@ -92,7 +92,7 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 		hv := h.fixed
 		if hv == nil {
 			sc.exec.Reset()
-			if err := h.tmpl.Execute(&sc.exec, data); err != nil {
+			if err := h.fast.execute(h.tmpl, &sc.exec, data); err != nil {
 				return nil, rowErr("", wrapf(ErrRender, "header %s: %v", h.name, err))
 			}
 			v := sc.exec.String()
@@ -194,7 +194,7 @@ func (t *Template) Render(rec Recipient) (*Message, error) {
 	// The body. Its text and encoded forms live in sc until the message
 	// is assembled below.
 	sc.exec.Reset()
-	if err := t.body.Execute(&sc.exec, data); err != nil {
+	if err := t.bodyFast.execute(t.body, &sc.exec, data); err != nil {
 		return nil, rowErr("", wrapf(ErrRender, "body: %v", err))
 	}
 	body := sc.textPart("text/plain; charset=utf-8")

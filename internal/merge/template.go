@@ -82,6 +82,7 @@ type headerPart struct {
 	// fixed is the header's value when its template has no actions and
 	// renders without error, worked out once instead of for every row.
 	fixed *headerValue
+	fast  fieldsOnly // tmpl without reflection, when it is that simple
 }
 
 // actionRE matches a template action, to see a header's shape without them.
@@ -116,6 +117,7 @@ type Template struct {
 
 	// msgIDHost is this host's name, lower case, if it is fully qualified
 	// ("" if not): read once rather than for every generated Message-ID.
+	bodyFast  fieldsOnly // body without reflection, when it is that simple
 	msgIDHost string
 	scratch   scratchPool
 }
@@ -208,11 +210,13 @@ func ParseTemplate(path string, opts TemplateOptions) (*Template, error) {
 	}
 	for i := range t.headers {
 		t.headers[i].fixed = t.fixedHeader(&t.headers[i])
+		t.headers[i].fast = compileFieldsOnly(t.headers[i].tmpl)
 	}
 	body := strings.Join(lines[bodyLine-1:], "\n")
 	if t.body, err = newText(t.name).Parse(linePad(bodyLine) + body); err != nil {
 		return nil, fmt.Errorf("merge: %w", err)
 	}
+	t.bodyFast = compileFieldsOnly(t.body)
 	cols := []string{}
 	for _, h := range t.headers {
 		cols = append(cols, h.cols...)
