@@ -1,7 +1,9 @@
 package sender
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -265,6 +267,13 @@ func (c *Client) mailParams(env *envelope) (string, error) {
 }
 
 func has8bit(b []byte) bool {
+	// Eight octets at a time: any high bit set.
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true
@@ -622,7 +631,41 @@ func (c *Client) readReplyTimeout(verb string, timeout time.Duration) (Reply, er
 // wireSize is the length of data once every line ends in CRLF and NULs
 // are gone, before dot-stuffing (what RFC 1870 SIZE and BDAT count), and
 // the length of its longest line without the CRLF.
+//
+// Messages from merge are in wire form already, so it goes a line at a
+// time (bytes.IndexByte is vectorised) and hands any line holding a CR
+// other than before its LF, or a NUL, to the octet-by-octet loop.
 func wireSize(data []byte) (size, longest int) {
+	for len(data) > 0 {
+		line, rest, ok := cleanLine(data)
+		if !ok {
+			s, l := wireSizeSlow(data)
+			return size + s, max(longest, l)
+		}
+		size += len(line) + 2
+		longest = max(longest, len(line))
+		data = rest
+	}
+	return size, longest
+}
+
+// cleanLine splits the first line off data: line without its line end,
+// and rest after it. ok is false when the line holds a NUL or a CR that is
+// not the one of a final CRLF, which only the slow loops treat right.
+func cleanLine(data []byte) (line, rest []byte, ok bool) {
+	line, rest = data, nil
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		line, rest = data[:i], data[i+1:]
+	}
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	ok = bytes.IndexByte(line, '\r') < 0 && bytes.IndexByte(line, 0) < 0
+	return line, rest, ok
+}
+
+// wireSizeSlow is wireSize an octet at a time, from the start of a line.
+func wireSizeSlow(data []byte) (size, longest int) {
 	line := 0
 	for i := 0; i < len(data); i++ {
 		switch data[i] {
@@ -659,6 +702,23 @@ func dotStuff(dst, data []byte) []byte {
 // with CRLF even when data does not. Without stuffing it is what BDAT
 // carries (RFC 3030).
 func wireData(dst, data []byte, stuff bool) []byte {
+	for len(data) > 0 {
+		line, rest, ok := cleanLine(data)
+		if !ok {
+			return wireDataSlow(dst, data, stuff)
+		}
+		if stuff && len(line) > 0 && line[0] == '.' {
+			dst = append(dst, '.')
+		}
+		dst = append(dst, line...)
+		dst = append(dst, '\r', '\n')
+		data = rest
+	}
+	return dst
+}
+
+// wireDataSlow is wireData an octet at a time, from the start of a line.
+func wireDataSlow(dst, data []byte, stuff bool) []byte {
 	bol := true
 	for i := 0; i < len(data); i++ {
 		b := data[i]
