@@ -143,6 +143,7 @@ type Client struct {
 	txns      int       // transactions started on this connection
 	used      bool      // Command sent something since the last transaction
 	queued    *envelope // sent by SendThen ahead of its turn
+	dataBuf   []byte    // the last message's wire form, reused for the next
 	raw       net.Conn  // the TCP connection under any TLS, for interrupt
 	broken    error     // set once the conversation is out of step
 	redacting bool      // inside AUTH: trace lines hide their arguments

@@ -507,7 +507,17 @@ func (c *Client) sendBody(env *envelope, d *Delivery, commit func() error, next 
 	if err := c.checkIdle(); err != nil {
 		return err
 	}
-	buf := make([]byte, 0, env.size+env.size/64+256)
+	// The wire form is written before this returns, so its memory serves
+	// the next message too (but a huge one is not kept).
+	buf := c.dataBuf[:0]
+	if need := env.size + env.size/64 + 256; cap(buf) < need {
+		buf = make([]byte, 0, need)
+	}
+	defer func() {
+		if cap(buf) <= 1<<20 {
+			c.dataBuf = buf[:0]
+		}
+	}()
 	verb := "end of data"
 	if bdat != "" {
 		c.traceCommand(bdat)
