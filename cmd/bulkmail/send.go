@@ -209,6 +209,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		cfg.Trace = trace
 	}
 
+	// Every worker commits through the journal: its fsyncs gather them.
+	journal.SetGroup(f.workers)
+
 	progress := newProgress(stderr)
 	defer progress.stop()
 	run := &sendRun{

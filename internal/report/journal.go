@@ -119,9 +119,18 @@ type Journal struct {
 	unsynced []pendingRow // rows written and not durable, offsets in the file
 	batch    uint64       // number of the next fsync
 	flushed  uint64       // highest batch on disk
-	syncing  bool         // a caller is in fsync with mu released
+	syncing  bool         // a caller is in fsync (or gathering for one) with mu released
 	err      error        // sticky: set by the first failed write or fsync
 	closed   bool
+
+	// Group commit: with group > 1 callers committing at once, an fsync
+	// waits for them all to join, but never longer than half the time an
+	// fsync takes (fsyncTime, a moving average): past that, waiting costs
+	// more than a second fsync would.
+	group     int
+	waiting   int // callers in waitFlushed
+	fsyncTime time.Duration
+	fsyncs    int // how many so far, for tests
 }
 
 type pendingRow struct {
@@ -532,6 +541,17 @@ func (j *Journal) append(line []byte, row int) error {
 	return j.waitFlushed(mine)
 }
 
+// SetGroup tells the journal that n callers (the workers) commit
+// concurrently, so that each fsync can wait for all of them to join it
+// rather than leave most for the next: with few workers, alternate fsyncs
+// otherwise carry one record and three. It waits at most half an fsync's
+// time; n <= 1 never waits.
+func (j *Journal) SetGroup(n int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.group = n
+}
+
 // usable reports why nothing may be appended; call with j.mu held.
 func (j *Journal) usable() error {
 	switch {
@@ -548,6 +568,11 @@ func (j *Journal) usable() error {
 // waitFlushed returns once batch mine is on disk, syncing it itself when
 // no fsync is in progress; call with j.mu held.
 func (j *Journal) waitFlushed(mine uint64) error {
+	j.waiting++
+	defer func() { j.waiting-- }()
+	if j.waiting >= j.group {
+		j.cond.Broadcast() // the last one the gathering fsync waits for
+	}
 	for j.flushed < mine {
 		if j.err != nil {
 			return j.err
@@ -589,6 +614,7 @@ func (j *Journal) writeLocked() {
 // releases j.mu during the fsync so that other callers can queue the next
 // batch (and write records that need no fsync of their own).
 func (j *Journal) flushLocked() {
+	j.gatherLocked()
 	n := j.batch
 	j.batch++
 	j.writeLocked()
@@ -601,10 +627,17 @@ func (j *Journal) flushLocked() {
 	j.syncing = true
 	j.mu.Unlock()
 
+	start := time.Now()
 	err := j.w.Sync()
 
 	j.mu.Lock()
 	j.syncing = false
+	j.fsyncs++
+	if d := time.Since(start); j.fsyncTime == 0 {
+		j.fsyncTime = d
+	} else {
+		j.fsyncTime += (d - j.fsyncTime) / 8
+	}
 	if err != nil {
 		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
 	} else {
@@ -616,6 +649,29 @@ func (j *Journal) flushLocked() {
 		j.flushed = n
 	}
 	j.cond.Broadcast()
+}
+
+// gatherLocked waits, before an fsync, for the callers expected to join
+// it (see SetGroup), at most half an fsync's time; call with j.mu held and
+// no fsync in progress. Callers arriving meanwhile queue for this fsync.
+func (j *Journal) gatherLocked() {
+	wait := j.fsyncTime / 2
+	if j.group <= 1 || j.waiting >= j.group || wait <= 0 || j.closed {
+		return
+	}
+	j.syncing = true // others wait on cond instead of starting an fsync
+	expired := false
+	t := time.AfterFunc(wait, func() {
+		j.mu.Lock()
+		expired = true
+		j.cond.Broadcast()
+		j.mu.Unlock()
+	})
+	for j.waiting < j.group && !expired && j.err == nil {
+		j.cond.Wait()
+	}
+	t.Stop()
+	j.syncing = false
 }
 
 // Last returns the latest known state of a row from this and earlier runs: a

@@ -498,3 +498,58 @@ func TestJournalRecordUnsynced(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestJournalGroupGathers checks that with SetGroup(n) an fsync waits for
+// the other committers to join it, and that it waits no longer than half
+// an fsync's time when they do not come.
+func TestJournalGroupGathers(t *testing.T) {
+	j := openTest(t, filepath.Join(t.TempDir(), "j"), listA, false)
+	defer j.Close()
+	j.SetGroup(2)
+	j.mu.Lock()
+	j.fsyncTime = 400 * time.Millisecond // so the gathering waits up to 200ms
+	before := j.fsyncs
+	j.mu.Unlock()
+
+	first := make(chan error, 1)
+	go func() { first <- j.Committing(1, 1, "user1@example.org", "<1@bulkmail.test>") }()
+	select {
+	case err := <-first:
+		t.Fatalf("the first commit returned (%v) without waiting for the second", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := j.Committing(2, 1, "user2@example.org", "<2@bulkmail.test>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	j.mu.Lock()
+	got := j.fsyncs - before
+	j.fsyncTime = 400 * time.Millisecond // the real fsyncs above moved the average
+	j.mu.Unlock()
+	if got != 1 {
+		t.Errorf("two commits gathered took %d fsyncs, want 1", got)
+	}
+
+	// Alone, a commit waits for the one that does not come, but not forever.
+	start := time.Now()
+	if err := j.Committing(3, 1, "user3@example.org", "<3@bulkmail.test>"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond || d > 5*time.Second {
+		t.Errorf("a lone commit took %v, want about half the fsync time (200ms)", d)
+	}
+	checkLast(t, j, 2, Outcome{Row: 2, Email: "user2@example.org", Status: InDoubt, Attempts: 1,
+		MessageID: "<2@bulkmail.test>", Error: inDoubtError, Start: lastStart(t, j, 2)})
+}
+
+// lastStart returns the time recorded for row's last record.
+func lastStart(t *testing.T, j *Journal, row int) time.Time {
+	t.Helper()
+	o, ok := j.Last(row)
+	if !ok {
+		t.Fatalf("row %d not found", row)
+	}
+	return o.Start
+}
