@@ -447,23 +447,7 @@ func (j *Journal) Record(o Outcome) error {
 // never reached a server (invalid, skipped), whose loss in a crash costs
 // only their being judged again on resume. The next Record, Committing,
 // Sync or Close makes it durable; Last sees it from then on.
-func (j *Journal) Note(o Outcome) error {
-	line, err := outcomeLine(&o)
-	if err != nil {
-		return err
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if err := j.usable(); err != nil {
-		return err
-	}
-	j.rows = append(j.rows, pendingRow{o.Row, int64(len(j.pending))})
-	j.pending = append(j.pending, line...)
-	if len(j.pending) >= 1<<18 {
-		j.writeLocked()
-	}
-	return j.err
-}
+func (j *Journal) Note(o Outcome) error { return j.appendUnsynced(o, false) }
 
 // RecordUnsynced appends the outcome and writes it to the file at once,
 // leaving its fsync to the next Committing, Record or Sync (of any
@@ -472,7 +456,11 @@ func (j *Journal) Note(o Outcome) error {
 // loses it, and then the row reads as in doubt. It is for a worker that
 // commits its next message straight away: that commit's fsync carries
 // this outcome, one fsync per message instead of two.
-func (j *Journal) RecordUnsynced(o Outcome) error {
+func (j *Journal) RecordUnsynced(o Outcome) error { return j.appendUnsynced(o, true) }
+
+// appendUnsynced appends o without an fsync, writing it to the file at
+// once with write (or when a lot is pending).
+func (j *Journal) appendUnsynced(o Outcome, write bool) error {
 	line, err := outcomeLine(&o)
 	if err != nil {
 		return err
@@ -484,7 +472,9 @@ func (j *Journal) RecordUnsynced(o Outcome) error {
 	}
 	j.rows = append(j.rows, pendingRow{o.Row, int64(len(j.pending))})
 	j.pending = append(j.pending, line...)
-	j.writeLocked()
+	if write || len(j.pending) >= 1<<18 {
+		j.writeLocked()
+	}
 	return j.err
 }
 
