@@ -253,7 +253,8 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.s.cfg.Users != nil && !ss.authd {
-		return smtp.ErrAuthRequired
+		// RFC 4954 6: 530 5.7.0, where go-smtp's ErrAuthRequired says 502.
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	}
 	ss.from = from
 	return nil
