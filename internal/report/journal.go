@@ -128,7 +128,8 @@ type Journal struct {
 	// fsync takes (fsyncTime, a moving average): past that, waiting costs
 	// more than a second fsync would.
 	group     int
-	waiting   int // callers in waitFlushed
+	joined    int  // callers waiting for batch j.batch
+	gathering bool // a caller waits in gatherLocked
 	fsyncTime time.Duration
 	fsyncs    int // how many so far, for tests
 }
@@ -540,6 +541,7 @@ func (j *Journal) SetGroup(n int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.group = n
+	j.cond.Broadcast() // a gathering fsync may now have all it waits for
 }
 
 // usable reports why nothing may be appended; call with j.mu held.
@@ -558,10 +560,11 @@ func (j *Journal) usable() error {
 // waitFlushed returns once batch mine is on disk, syncing it itself when
 // no fsync is in progress; call with j.mu held.
 func (j *Journal) waitFlushed(mine uint64) error {
-	j.waiting++
-	defer func() { j.waiting-- }()
-	if j.waiting >= j.group {
-		j.cond.Broadcast() // the last one the gathering fsync waits for
+	if mine == j.batch {
+		j.joined++
+		if j.gathering && j.joined >= j.group {
+			j.cond.Broadcast() // the last one the gathering fsync waits for
+		}
 	}
 	for j.flushed < mine {
 		if j.err != nil {
@@ -570,6 +573,11 @@ func (j *Journal) waitFlushed(mine uint64) error {
 		if j.syncing {
 			j.cond.Wait()
 			continue
+		}
+		if len(j.pending) == 0 && j.written == j.size {
+			// Everything appended is durable already, mine included (an
+			// fsync that ended, or Close, made it so).
+			return nil
 		}
 		j.flushLocked()
 	}
@@ -604,9 +612,13 @@ func (j *Journal) writeLocked() {
 // releases j.mu during the fsync so that other callers can queue the next
 // batch (and write records that need no fsync of their own).
 func (j *Journal) flushLocked() {
+	// Whatever happens, those waiting must look again: a failure, even
+	// one set by Last while this gathered, must not leave them asleep.
+	defer j.cond.Broadcast()
 	j.gatherLocked()
 	n := j.batch
 	j.batch++
+	j.joined = 0
 	j.writeLocked()
 	if j.err != nil {
 		return
@@ -638,7 +650,6 @@ func (j *Journal) flushLocked() {
 		j.size = end
 		j.flushed = n
 	}
-	j.cond.Broadcast()
 }
 
 // gatherLocked waits, before an fsync, for the callers expected to join
@@ -646,7 +657,7 @@ func (j *Journal) flushLocked() {
 // no fsync in progress. Callers arriving meanwhile queue for this fsync.
 func (j *Journal) gatherLocked() {
 	wait := j.fsyncTime / 2
-	if j.group <= 1 || j.waiting >= j.group || wait <= 0 || j.closed {
+	if j.group <= 1 || j.joined >= j.group || wait <= 0 || j.closed {
 		return
 	}
 	j.syncing = true // others wait on cond instead of starting an fsync
@@ -657,10 +668,12 @@ func (j *Journal) gatherLocked() {
 		j.cond.Broadcast()
 		j.mu.Unlock()
 	})
-	for j.waiting < j.group && !expired && j.err == nil {
+	j.gathering = true
+	for j.joined < j.group && !expired && j.err == nil {
 		j.cond.Wait()
 	}
 	t.Stop()
+	j.gathering = false
 	j.syncing = false
 }
 
@@ -688,6 +701,7 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 		j.mu.Lock()
 		if j.err == nil && !j.readOnly {
 			j.err = err
+			j.cond.Broadcast() // waiters must see it
 		}
 		j.mu.Unlock()
 		return Outcome{Row: row, Status: InDoubt, Error: err.Error()}, true
