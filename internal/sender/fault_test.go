@@ -1893,6 +1893,52 @@ func TestFaultPoolConnections(t *testing.T) {
 		}
 	})
 
+	t.Run("421 at greeting beyond 2 connections for a while, then the pool regrows", func(t *testing.T) {
+		t.Parallel()
+		start := time.Now()
+		const busy = 300 * time.Millisecond
+		var mu sync.Mutex
+		most := 0 // connections open at once after the busy spell
+		s := startFault(t, faultOpts{
+			OnConnect: func(c *fconn) bool {
+				if time.Since(start) < busy && c.s.Open() > 2 {
+					c.Reply("421 4.7.0 fault.test busy, try later")
+					c.Close()
+					return true
+				}
+				if time.Since(start) >= busy {
+					mu.Lock()
+					most = max(most, c.s.Open())
+					mu.Unlock()
+				}
+				return false
+			},
+			// A slow server, so that the run outlasts the busy spell.
+			OnData: func(c *fconn, m *fmsg) bool { time.Sleep(5 * time.Millisecond); return false },
+		})
+		cfg := faultPoolConfig(s)
+		cfg.Workers = 4
+		msgs := testMessages(400)
+		res, err := runPool(t, cfg, msgs)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		for i := range msgs {
+			if r := res[i]; r.Status != sender.Delivered {
+				t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
+			}
+		}
+		checkLedger(t, s, msgs, res)
+		if time.Since(start) < busy {
+			t.Fatalf("the run ended within the busy spell: the test proves nothing")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if most < 3 {
+			t.Errorf("after the busy spell at most %d connections were open at once, want the pool back to more than 2", most)
+		}
+	})
+
 	t.Run("421 at greeting beyond 2 connections, MaxErrors 3", func(t *testing.T) {
 		t.Parallel()
 		s := startFault(t, faultOpts{OnConnect: func(c *fconn) bool {

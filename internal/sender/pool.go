@@ -237,6 +237,8 @@ func (p *Pool) work(ctx context.Context) {
 		}
 	}()
 	backoff := time.Duration(0)
+	rest := p.cfg.RetryWait // after a refusal at the greeting
+jobs:
 	for {
 		j := p.sched.next(ctx)
 		if j == nil {
@@ -261,6 +263,7 @@ func (p *Pool) work(ctx context.Context) {
 			if err == nil {
 				c = nc
 				backoff = 0
+				rest = p.cfg.RetryWait
 				break
 			}
 			// Connections being dialled count as well as open ones, so that
@@ -279,10 +282,15 @@ func (p *Pool) work(ctx context.Context) {
 			var re *ReplyError
 			if errors.As(err, &re) && re.Command == "greeting" && others > 0 {
 				// The server takes no more connections than it has: go on
-				// with those (HAZARDS 37).
-				p.cfg.Logf("connection %d refused at greeting (%s); going on with the open connections", id, re.Reply)
+				// with those (HAZARDS 37), and ask again now and then, with
+				// a growing pause, in case it was only busy for a while.
+				p.cfg.Logf("connection %d refused at greeting (%s); going on with the open connections, asking again in %s", id, re.Reply, rest)
 				p.sched.giveBack(j)
-				return
+				if !p.sched.rest(ctx, rest) {
+					return
+				}
+				rest = min(2*rest, p.cfg.RetryMaxWait)
+				continue jobs
 			}
 			p.cfg.Logf("connection %d: %v", id, err)
 			if p.connFailed(err) {
@@ -724,6 +732,29 @@ func (s *scheduler) retry(j *Job, due time.Time) {
 	heap.Push(&s.retries, j)
 	s.notify()
 	s.mu.Unlock()
+}
+
+// rest waits d, or less when the run ends or ctx does meanwhile; it
+// reports whether there may still be work.
+func (s *scheduler) rest(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		over := s.closed && len(s.retries) == 0 && s.inflight == 0
+		changed := s.changed
+		s.mu.Unlock()
+		if over {
+			return false
+		}
+		select {
+		case <-timer.C:
+			return true
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // giveBack returns an untried job for another worker, now.
