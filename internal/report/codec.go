@@ -201,69 +201,47 @@ var recordKeys = [...]string{"t", "v", "list", "row", "email", "status", "rcpt",
 	"attempt", "attempts", "mid", "error", "conn", "start", "at", "dur_ns"}
 
 func (d *recordDecoder) record(r *record) bool {
-	if !d.byte('{') {
-		return false
-	}
-	next := 0 // index in recordKeys of the first key still allowed
-	for first := true; ; first = false {
-		if d.peek() == '}' && !first {
-			d.pos++
-			break
-		}
-		if !first && !d.byte(',') {
-			return false
-		}
-		key, ok := d.plainString()
-		if !ok || !d.byte(':') {
-			return false
-		}
-		k := next
-		for k < len(recordKeys) && recordKeys[k] != string(key) {
-			k++
-		}
-		if k == len(recordKeys) {
-			return false
-		}
-		next = k + 1
+	ok := d.object(recordKeys[:], func(k int) bool {
 		switch k {
 		case 0:
-			ok = d.str(&r.T)
+			return d.str(&r.T)
 		case 1:
-			ok = d.int(&r.Version)
+			return d.int(&r.Version)
 		case 2:
-			ok = d.str(&r.List)
+			return d.str(&r.List)
 		case 3:
-			ok = d.int(&r.Row)
+			return d.int(&r.Row)
 		case 4:
-			ok = d.str(&r.Email)
+			return d.str(&r.Email)
 		case 5:
 			var s string
-			ok = d.str(&s)
+			ok := d.str(&s)
 			r.Status = Status(s)
+			return ok
 		case 6:
-			ok = d.reply(&r.Rcpt)
+			return d.reply(&r.Rcpt)
 		case 7:
-			ok = d.reply(&r.Data)
+			return d.reply(&r.Data)
 		case 8:
-			ok = d.int(&r.Attempt)
+			return d.int(&r.Attempt)
 		case 9:
-			ok = d.int(&r.Attempts)
+			return d.int(&r.Attempts)
 		case 10:
-			ok = d.str(&r.MessageID)
+			return d.str(&r.MessageID)
 		case 11:
-			ok = d.str(&r.Error)
+			return d.str(&r.Error)
 		case 12:
-			ok = d.int(&r.Conn)
+			return d.int(&r.Conn)
 		case 13:
-			ok = d.time(&r.Start)
+			return d.time(&r.Start)
 		case 14:
-			ok = d.time(&r.At)
-		case 15:
-			ok = d.int64(&r.Duration)
+			return d.time(&r.At)
+		default:
+			return d.int64(&r.Duration)
 		}
-		if !ok {
-			return false
-		}
+	})
+	if !ok {
+		return false
 	}
 	// json.Unmarshal allows white space after the value, nothing else.
 	for ; d.pos < len(d.buf); d.pos++ {
@@ -278,12 +256,29 @@ func (d *recordDecoder) record(r *record) bool {
 	return true
 }
 
+var replyKeys = [...]string{"code", "enhanced", "text"}
+
 func (d *recordDecoder) reply(p *Reply) bool {
+	return d.object(replyKeys[:], func(k int) bool {
+		switch k {
+		case 0:
+			return d.int(&p.Code)
+		case 1:
+			return d.str(&p.Enhanced)
+		default:
+			return d.str(&p.Text)
+		}
+	})
+}
+
+// object reads a JSON object whose keys come from keys, in their order and
+// each at most once (the shape json.Marshal writes), calling field with a
+// key's index to read its value. An empty object is fine.
+func (d *recordDecoder) object(keys []string, field func(k int) bool) bool {
 	if !d.byte('{') {
 		return false
 	}
-	keys := [...]string{"code", "enhanced", "text"}
-	next := 0
+	next := 0 // index in keys of the first key still allowed
 	for first := true; ; first = false {
 		if d.peek() == '}' {
 			d.pos++
@@ -300,21 +295,10 @@ func (d *recordDecoder) reply(p *Reply) bool {
 		for k < len(keys) && keys[k] != string(key) {
 			k++
 		}
-		if k == len(keys) {
+		if k == len(keys) || !field(k) {
 			return false
 		}
 		next = k + 1
-		switch k {
-		case 0:
-			ok = d.int(&p.Code)
-		case 1:
-			ok = d.str(&p.Enhanced)
-		case 2:
-			ok = d.str(&p.Text)
-		}
-		if !ok {
-			return false
-		}
 	}
 }
 

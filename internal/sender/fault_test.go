@@ -763,6 +763,21 @@ func poolFaults() []poolFault {
 
 // checkFinalReply checks the reply a result ended with and that its Err
 // carries the same reply.
+// checkAllDelivered checks that every message was delivered, and
+// accepted by the server exactly once.
+func checkAllDelivered(t *testing.T, s *faultServer, msgs []*sender.Message, res map[int]sender.Result) {
+	t.Helper()
+	for i := range msgs {
+		if r := res[i]; r.Status != sender.Delivered {
+			t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
+		}
+	}
+	checkLedger(t, s, msgs, res)
+	if len(s.Accepted()) != len(msgs) {
+		t.Errorf("server accepted %d, want %d", len(s.Accepted()), len(msgs))
+	}
+}
+
 func checkFinalReply(t *testing.T, r sender.Result, cmd string, want, got sender.Reply) {
 	t.Helper()
 	if got != want {
@@ -1882,15 +1897,7 @@ func TestFaultPoolConnections(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		for i := range msgs {
-			if r := res[i]; r.Status != sender.Delivered {
-				t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
-			}
-		}
-		checkLedger(t, s, msgs, res)
-		if len(s.Accepted()) != len(msgs) {
-			t.Errorf("server accepted %d, want %d", len(s.Accepted()), len(msgs))
-		}
+		checkAllDelivered(t, s, msgs, res)
 	})
 
 	t.Run("421 at greeting beyond 2 connections for a while, then the pool regrows", func(t *testing.T) {
@@ -1923,12 +1930,7 @@ func TestFaultPoolConnections(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		for i := range msgs {
-			if r := res[i]; r.Status != sender.Delivered {
-				t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
-			}
-		}
-		checkLedger(t, s, msgs, res)
+		checkAllDelivered(t, s, msgs, res)
 		if time.Since(start) < busy {
 			t.Fatalf("the run ended within the busy spell: the test proves nothing")
 		}
@@ -1957,15 +1959,7 @@ func TestFaultPoolConnections(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		for i := range msgs {
-			if r := res[i]; r.Status != sender.Delivered {
-				t.Errorf("job %d: %s after %d attempts (%v)", i, r.Status, r.Attempts, r.Err)
-			}
-		}
-		checkLedger(t, s, msgs, res)
-		if len(s.Accepted()) != len(msgs) {
-			t.Errorf("server accepted %d, want %d", len(s.Accepted()), len(msgs))
-		}
+		checkAllDelivered(t, s, msgs, res)
 	})
 
 	t.Run("circuit breaker: every connection closed at once", func(t *testing.T) {
