@@ -57,18 +57,25 @@ type listFlags struct {
 	unsubscribe  string
 }
 
+// register adds the flags of the list and of the message (send, preview).
 func (f *listFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.list, "list", "", "recipient list, .csv or .xlsx (required)")
+	f.registerList(fs)
 	fs.StringVar(&f.template, "template", "", "message template: headers, a blank line, the body (required by send and preview)")
 	fs.StringVar(&f.html, "html", "", "optional html/template file: sends multipart/alternative")
 	fs.StringVar(&f.attachColumn, "attach-column", "", "column naming files to attach (';'-separated, relative to the list)")
 	fs.StringVar(&f.inlineDir, "inline-dir", "", "folder of images the HTML shows with cid:NAME (a row attachment named NAME wins)")
+	fs.StringVar(&f.envelopeFrom, "envelope-from", "", "MAIL FROM address for bounces (default: the From header's address)")
+	fs.StringVar(&f.unsubscribe, "unsubscribe", "", "List-Unsubscribe URL template, e.g. 'https://x.org/u?e={{.email}}' (RFC 8058 one-click for https)")
+}
+
+// registerList adds only the flags that say how to read the list: all
+// report needs to rebuild a result.
+func (f *listFlags) registerList(fs *flag.FlagSet) {
+	fs.StringVar(&f.list, "list", "", "recipient list, .csv or .xlsx (required)")
 	fs.StringVar(&f.emailColumn, "email-column", "email", "column holding each recipient's address")
 	fs.StringVar(&f.delimiter, "delimiter", "", "CSV delimiter: ',', ';', 'tab' (default: detected)")
 	fs.StringVar(&f.encoding, "encoding", "", "CSV character set: utf-8, utf-16, gb18030, gbk, shift_jis, windows-1252, latin1 (default utf-8)")
 	fs.StringVar(&f.sheet, "sheet", "", "XLSX sheet name or 1-based index (default: the first with data)")
-	fs.StringVar(&f.envelopeFrom, "envelope-from", "", "MAIL FROM address for bounces (default: the From header's address)")
-	fs.StringVar(&f.unsubscribe, "unsubscribe", "", "List-Unsubscribe URL template, e.g. 'https://x.org/u?e={{.email}}' (RFC 8058 one-click for https)")
 }
 
 func (f *listFlags) listOptions() (merge.ListOptions, error) {

@@ -20,7 +20,7 @@ bulkmail report --merge OUT.xlsx SHARD.xlsx...
 
 Rebuilds a result file from a journal without sending, or merges shard results.`)
 	var lf listFlags
-	lf.register(fs)
+	lf.registerList(fs)
 	journalPath := fs.String("journal", "", "journal written by send")
 	result := fs.String("result", "results.xlsx", "result file to write, .xlsx or .csv")
 	shardFlag := fs.String("shard", "", "the shard i/n the journal belongs to, as given to send")
