@@ -358,6 +358,24 @@ func TestShardsCoverEveryRowOnceAndMerge(t *testing.T) {
 			t.Errorf("row %s: status %q, want %q (%s)", r["row"], r["status"], want, r["error"])
 		}
 	}
+
+	// With --list, the merge checks that every row has its result: all
+	// shards pass, two of three do not.
+	for _, tc := range []struct {
+		name     string
+		parts    []string
+		wantCode int
+		wantErr  string
+	}{
+		{"every shard", parts, exitOK, "has a row for every row of"},
+		{"a shard missing", parts[:2], exitUsage, "rows of the list have no result"},
+	} {
+		out := filepath.Join(dir, "checked.xlsx")
+		code, _, stderr := runCLI(t, append([]string{"report", "--merge", out, "--list", list}, tc.parts...)...)
+		if code != tc.wantCode || !strings.Contains(stderr, tc.wantErr) {
+			t.Errorf("%s: exit %d, want %d, with %q in stderr:\n%s", tc.name, code, tc.wantCode, tc.wantErr, stderr)
+		}
+	}
 }
 
 func TestJobFile(t *testing.T) {

@@ -316,3 +316,23 @@ func (h *mergeHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return x
 }
+
+// ResultRows calls fn with the row number of every row of the result file
+// at path (XLSX or CSV, as Result writes it), in order.
+func ResultRows(path string, fn func(row int) error) error {
+	s, err := openSource(path)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	for {
+		if err := s.next(); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if err := fn(s.o.Row); err != nil {
+			return err
+		}
+	}
+}
