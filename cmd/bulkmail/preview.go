@@ -33,7 +33,7 @@ Renders the first --limit rows and shows exactly the bytes that would be sent; s
 	}
 	defer list.Close()
 	if *out != "" {
-		if err := os.MkdirAll(*out, 0o755); err != nil {
+		if err := os.MkdirAll(*out, 0o700); err != nil {
 			return withCode(exitUsage, err)
 		}
 	}
@@ -72,7 +72,8 @@ Renders the first --limit rows and shows exactly the bytes that would be sent; s
 			continue
 		}
 		name := filepath.Join(*out, fmt.Sprintf("row-%06d.eml", rec.Row))
-		if err := os.WriteFile(name, msg.Data, 0o644); err != nil {
+		// 0600, as the journal and results: it holds a recipient's data.
+		if err := os.WriteFile(name, msg.Data, 0o600); err != nil {
 			return withCode(exitAborted, err)
 		}
 		fmt.Fprintf(stdout, "%s\t%s\n", name, msg.To[0])

@@ -103,7 +103,7 @@ func Start(cfg Config) (*Server, error) {
 		cfg.MaxMessageBytes = 64 << 20
 	}
 	if cfg.Dir != "" {
-		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("capture: %w", err)
 		}
 	}
@@ -202,7 +202,9 @@ func (s *Server) store(m *Message) error {
 		for _, to := range m.To {
 			fmt.Fprintf(&hdr, "X-Original-To: <%s>\r\n", to)
 		}
-		if err := os.WriteFile(m.File, append([]byte(hdr.String()), m.Data...), 0o644); err != nil {
+		// 0600, as the journal and results: a message holds its
+		// recipient's address and whatever the list merged into it.
+		if err := os.WriteFile(m.File, append([]byte(hdr.String()), m.Data...), 0o600); err != nil {
 			return err
 		}
 		if !s.cfg.KeepInMemory {

@@ -95,6 +95,11 @@ func TestCaptureStoresWhatItAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if fi, err := os.Stat(m.File); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf(".eml file mode %v, want 0600: it holds a recipient's data", fi.Mode().Perm())
+	}
 	want := "Return-Path: <news@example.com>\r\nX-Original-To: <ada@example.org>\r\n" + body
 	if string(file) != want {
 		t.Errorf(".eml file:\n%q\nwant\n%q", file, want)
