@@ -1905,10 +1905,14 @@ func TestFaultPoolConnections(t *testing.T) {
 		start := time.Now()
 		const busy = 300 * time.Millisecond
 		var mu sync.Mutex
-		most := 0 // connections open at once after the busy spell
+		most := 0    // connections open at once after the busy spell
+		refused := 0 // during it
 		s := startFault(t, faultOpts{
 			OnConnect: func(c *fconn) bool {
 				if time.Since(start) < busy && c.s.Open() > 2 {
+					mu.Lock()
+					refused++
+					mu.Unlock()
 					c.Reply("421 4.7.0 fault.test busy, try later")
 					c.Close()
 					return true
@@ -1936,6 +1940,9 @@ func TestFaultPoolConnections(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if refused == 0 {
+			t.Fatalf("no connection was refused during the busy spell: the test proves nothing")
+		}
 		if most < 3 {
 			t.Errorf("after the busy spell at most %d connections were open at once, want the pool back to more than 2", most)
 		}

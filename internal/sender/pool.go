@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -284,9 +285,12 @@ jobs:
 				// The server takes no more connections than it has: go on
 				// with those (HAZARDS 37), and ask again now and then, with
 				// a growing pause, in case it was only busy for a while.
-				p.cfg.Logf("connection %d refused at greeting (%s); going on with the open connections, asking again in %s", id, re.Reply, rest)
+				// Spread by ±20%, so that the workers refused together do
+				// not all come back together.
+				pause := rest - rest/5 + rand.N(2*rest/5+1)
+				p.cfg.Logf("connection %d refused at greeting (%s); going on with the open connections, asking again in %s", id, re.Reply, pause.Round(time.Millisecond))
 				p.sched.giveBack(j)
-				if !p.sched.rest(ctx, rest) {
+				if !p.sched.rest(ctx, pause) {
 					return
 				}
 				rest = min(2*rest, p.cfg.RetryMaxWait)
