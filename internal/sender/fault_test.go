@@ -21,10 +21,12 @@ import (
 	"github.com/bulkmail/bulkmail/internal/sender"
 )
 
-// quickTimeouts bounds every step at 2s: no healthy step on loopback comes
-// near it, and a test whose server stalls by mistake still ends.
+// quickTimeouts bounds every step at 5s: no healthy step on loopback comes
+// near it, even on a loaded 2-core machine under -race (at 2s one did, and
+// a message was tried twice), and a test whose server stalls by mistake
+// still ends. Tests that wait for a timeout set their own, shorter one.
 func quickTimeouts() sender.Timeouts {
-	const d = 2 * time.Second
+	const d = 5 * time.Second
 	return sender.Timeouts{Connect: d, Greeting: d, Command: d, Mail: d, Rcpt: d, DataInit: d, DataBlock: d, DataTerm: d}
 }
 
