@@ -452,20 +452,10 @@ func BenchmarkSend(b *testing.B) {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
 			b.Run("pool", func(b *testing.B) {
 				srv := startBenchCapture(b)
-				cfg := sender.PoolConfig{Dial: sender.Config{Addr: srv.Addr(), TLS: sender.TLSNone}, Workers: workers}
-				b.ReportAllocs()
-				b.ResetTimer()
-				runPool(b, cfg, msgs, b.N)
-				b.StopTimer()
-				reportRate(b, b.N)
+				timePool(b, sender.PoolConfig{Dial: sender.Config{Addr: srv.Addr(), TLS: sender.TLSNone}, Workers: workers}, msgs)
 			})
 			b.Run("naive", func(b *testing.B) {
-				srv := startBenchCapture(b)
-				b.ReportAllocs()
-				b.ResetTimer()
-				naiveSend(b, srv.Addr(), workers, msgs, bodies, b.N)
-				b.StopTimer()
-				reportRate(b, b.N)
+				timeNaive(b, startBenchCapture(b).Addr(), workers, msgs, bodies)
 			})
 		})
 	}
@@ -503,25 +493,33 @@ func BenchmarkSendLatency(b *testing.B) {
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			p := startProxy(b)
-			cfg := sender.PoolConfig{
+			timePool(b, sender.PoolConfig{
 				Dial:    sender.Config{Addr: p.Addr(), TLS: sender.TLSNone, NoPipelining: c.noPipelining, NoChunking: c.noChunking},
 				Workers: workers,
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			runPool(b, cfg, msgs, b.N)
-			b.StopTimer()
-			reportRate(b, b.N)
+			}, msgs)
 		})
 	}
 	b.Run("naive", func(b *testing.B) {
-		p := startProxy(b)
-		b.ReportAllocs()
-		b.ResetTimer()
-		naiveSend(b, p.Addr(), workers, msgs, bodies, b.N)
-		b.StopTimer()
-		reportRate(b, b.N)
+		timeNaive(b, startProxy(b).Addr(), workers, msgs, bodies)
 	})
+}
+
+// timePool times b.N messages through a pool configured by cfg.
+func timePool(b *testing.B, cfg sender.PoolConfig, msgs []*sender.Message) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	runPool(b, cfg, msgs, b.N)
+	b.StopTimer()
+	reportRate(b, b.N)
+}
+
+// timeNaive times b.N messages sent the naive way (see naiveSend) to addr.
+func timeNaive(b *testing.B, addr string, workers int, msgs []*sender.Message, bodies [][]byte) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	naiveSend(b, addr, workers, msgs, bodies, b.N)
+	b.StopTimer()
+	reportRate(b, b.N)
 }
 
 // benchRows is the size of BenchmarkFullSend's list.

@@ -101,6 +101,19 @@ func (b *lockedBuffer) String() string {
 
 // start runs bulkmail with args in the background; the test's cleanup kills
 // it if it is still running.
+// waitHeld returns once the gate holds the reply to message held (entered
+// is from gate.arm), failing the test if p exits first or nothing comes.
+func (p *proc) waitHeld(t *testing.T, entered <-chan struct{}, held int) {
+	t.Helper()
+	select {
+	case <-entered:
+	case <-p.done:
+		t.Fatalf("run exited before message %d was held; stderr:\n%s", held, p.stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("message %d never reached the server", held)
+	}
+}
+
 func (h *harness) start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	return startProc(t, exec.Command(h.bin, args...))
@@ -583,13 +596,7 @@ func (h *harness) testOverlappingRunLocked(t *testing.T) {
 	j.workers = 1
 	entered := g.arm(1)
 	first := h.start(t, j.args()...)
-	select {
-	case <-entered:
-	case <-first.done:
-		t.Fatalf("first run exited before its message was held; stderr:\n%s", first.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("first run's message never reached the server")
-	}
+	first.waitHeld(t, entered, 1)
 
 	conns := len(srv.Conns())
 	second := h.start(t, j.args()...)
@@ -977,13 +984,7 @@ func (h *harness) testReportAfterKill(t *testing.T) {
 	const held = 3
 	entered := g.arm(held)
 	p := h.start(t, j.args()...)
-	select {
-	case <-entered:
-	case <-p.done:
-		t.Fatalf("run exited before message %d was held; stderr:\n%s", held, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("message %d never reached the server", held)
-	}
+	p.waitHeld(t, entered, held)
 	p.kill(t)
 	g.open()
 	waitStored(t, srv, g)
@@ -1104,13 +1105,7 @@ func (h *harness) testSignalWithHeldDot(t *testing.T) {
 			const held = 4
 			entered := g.arm(held)
 			p := h.start(t, j.args("--grace", tc.grace)...)
-			select {
-			case <-entered:
-			case <-p.done:
-				t.Fatalf("run exited before message %d was held; stderr:\n%s", held, p.stderr.String())
-			case <-time.After(30 * time.Second):
-				t.Fatalf("message %d never reached the server", held)
-			}
+			p.waitHeld(t, entered, held)
 			if err := p.cmd.Process.Signal(tc.sig); err != nil {
 				t.Fatal(err)
 			}
@@ -1335,13 +1330,7 @@ func (h *harness) testOnlyInDoubtNeedsResendInDoubt(t *testing.T) {
 	const held = 2
 	entered := g.arm(held)
 	p := h.start(t, j.args()...)
-	select {
-	case <-entered:
-	case <-p.done:
-		t.Fatalf("run exited before message %d was held; stderr:\n%s", held, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("message %d never reached the server", held)
-	}
+	p.waitHeld(t, entered, held)
 	p.kill(t)
 	g.open()
 	waitStored(t, srv, g)
@@ -1376,13 +1365,7 @@ func (h *harness) testOnlyFailedAfterInterrupt(t *testing.T) {
 	const held = 3
 	entered := g.arm(held)
 	p := h.start(t, j.args()...)
-	select {
-	case <-entered:
-	case <-p.done:
-		t.Fatalf("run exited before message %d was held; stderr:\n%s", held, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("message %d never reached the server", held)
-	}
+	p.waitHeld(t, entered, held)
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

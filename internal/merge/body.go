@@ -115,14 +115,19 @@ func encodeBodyTo(scratch, b []byte, sevenBit bool) (cte string, data []byte) {
 	return "base64", base64Lines(b)
 }
 
+// cutCRLF splits b at its first CRLF: the line before it and the rest
+// after it (nil when b has no CRLF).
+func cutCRLF(b []byte) (line, rest []byte) {
+	if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
+		return b[:i], b[i+2:]
+	}
+	return b, nil
+}
+
 func is7bit(b []byte) bool {
 	for len(b) > 0 {
-		line := b
-		if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
-			line, b = b[:i], b[i+2:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b = cutCRLF(b)
 		if !sevenBitLine(line) {
 			return false
 		}
@@ -159,12 +164,8 @@ func quotedPrintable(b []byte) []byte {
 // appendQuotedPrintable appends quotedPrintable(b) to out.
 func appendQuotedPrintable(out, b []byte) []byte {
 	for len(b) > 0 {
-		line := b
-		if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
-			line, b = b[:i], b[i+2:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b = cutCRLF(b)
 		n := 0
 		for i := 0; i < len(line); {
 			c := line[i]

@@ -1,12 +1,9 @@
 package sender_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/bulkmail/bulkmail/internal/capture"
 	"github.com/bulkmail/bulkmail/internal/sender"
@@ -32,31 +29,10 @@ func testMessage(i int) *sender.Message {
 	}
 }
 
-// runPool sends n messages through a pool and returns the results by job ID.
+// runPool sends msgs through a pool and returns the results by job ID.
 func runPool(t *testing.T, cfg sender.PoolConfig, msgs []*sender.Message) (map[int]sender.Result, error) {
 	t.Helper()
-	var mu sync.Mutex
-	results := map[int]sender.Result{}
-	cfg.Done = func(r sender.Result) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if _, dup := results[r.Job.ID]; dup {
-			t.Errorf("job %d reported twice", r.Job.ID)
-		}
-		results[r.Job.ID] = r
-		return nil
-	}
-	jobs := make(chan *sender.Job)
-	go func() {
-		defer close(jobs)
-		for i, m := range msgs {
-			jobs <- &sender.Job{ID: i, Msg: m}
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	err := sender.NewPool(cfg).Run(ctx, jobs)
-	return results, err
+	return runJobs(t, cfg, msgs, nil)
 }
 
 func TestPoolCaptureServer(t *testing.T) {

@@ -78,7 +78,8 @@ func runJobs(t *testing.T, cfg sender.PoolConfig, msgs []*sender.Message, before
 		settled <- struct{}{}
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Only a safety net: Postfix runs through runPool too.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var jobs chan *sender.Job
 	if before == nil {
