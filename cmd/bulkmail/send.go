@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"os"
 	"path/filepath"
@@ -224,6 +223,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		suppressed: suppressed,
 		shard:      shard,
 		progress:   progress,
+		spillDir:   filepath.Dir(journalPath),
 	}
 	runErr := run.deliver(ctx, cfg, limit, logf)
 	progress.stop()
@@ -303,6 +303,7 @@ type sendRun struct {
 	suppressed map[string]bool
 	shard      shard
 	progress   *progress
+	spillDir   string // where duplicate detection keeps what outgrows memory
 
 	alreadyDone int
 	exhausted   int         // rows not tried again: --max-attempts used up
@@ -434,12 +435,10 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			logf("%d more short rows padded (see the error column of the result)", warnings-maxWarnings)
 		}
 	}()
-	// Address key -> first row with it, keyed by a 64-bit hash so that a
-	// million rows cost tens of megabytes, not hundreds. Two different
-	// addresses share a hash with odds of about n²/2⁶⁵ (10⁻⁸ for a million
-	// rows), and even then the row shows as skipped, naming the other.
-	seen := map[uint64]int32{}
-	seed := maphash.MakeSeed()
+	// The first row of every address, in memory that does not grow with
+	// the list (see merge.FirstRows).
+	seen := merge.NewFirstRows(r.spillDir)
+	defer seen.Close()
 	emailIdx := r.list.EmailIndex()
 	for {
 		rec, err := r.list.Next()
@@ -461,11 +460,8 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		}
 		first := 0
 		if rec.Address != "" && rowErr == nil {
-			key := maphash.String(seed, merge.AddressKey(rec.Address))
-			if row, dup := seen[key]; dup {
-				first = int(row)
-			} else {
-				seen[key] = int32(rec.Row)
+			if first, err = seen.Add(rec.Address, rec.Row); err != nil {
+				return withCode(exitAborted, err)
 			}
 		}
 		if !r.shard.contains(rec) {
