@@ -797,27 +797,36 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// denseRows bounds the row numbers kept in rowIndex's slice: 8 bytes each, so
+// denseRows bounds the row numbers kept in rowIndex's pages: 8 bytes each, so
 // a list of a million rows costs 8 MB. Larger row numbers go in a map.
 const denseRows = 1 << 24
 
+// indexPage is how many rows one page of rowIndex covers (512 KB). Pages
+// are allocated as rows reach them and never copied, so the index grows
+// without the transient doubling of a growing slice.
+const indexPage = 1 << 16
+
 // rowIndex maps a row number to the offset of its last record in the file.
 type rowIndex struct {
-	dense  []int64 // offset+1 by row; 0 means no record
+	pages  [][]int64 // offset+1 by row, a page per indexPage rows; 0 means no record
 	sparse map[int]int64
 	n      int
 }
 
 func (x *rowIndex) set(row int, off int64) {
 	if row < denseRows {
-		if row >= len(x.dense) {
-			x.dense = slices.Grow(x.dense, row+1-len(x.dense))
-			x.dense = x.dense[:cap(x.dense)]
+		p := row / indexPage
+		if p >= len(x.pages) {
+			x.pages = append(x.pages, make([][]int64, p+1-len(x.pages))...)
 		}
-		if x.dense[row] == 0 {
+		if x.pages[p] == nil {
+			x.pages[p] = make([]int64, indexPage)
+		}
+		slot := &x.pages[p][row%indexPage]
+		if *slot == 0 {
 			x.n++
 		}
-		x.dense[row] = off + 1
+		*slot = off + 1
 		return
 	}
 	if x.sparse == nil {
@@ -834,10 +843,11 @@ func (x *rowIndex) get(row int) (int64, bool) {
 		return 0, false
 	}
 	if row < denseRows {
-		if row >= len(x.dense) || x.dense[row] == 0 {
+		p := row / indexPage
+		if p >= len(x.pages) || x.pages[p] == nil || x.pages[p][row%indexPage] == 0 {
 			return 0, false
 		}
-		return x.dense[row] - 1, true
+		return x.pages[p][row%indexPage] - 1, true
 	}
 	off, ok := x.sparse[row]
 	return off, ok
@@ -846,9 +856,11 @@ func (x *rowIndex) get(row int) (int64, bool) {
 // rows returns the indexed row numbers in ascending order.
 func (x *rowIndex) rows() []int {
 	out := make([]int, 0, x.n)
-	for row, v := range x.dense {
-		if v != 0 {
-			out = append(out, row)
+	for p, page := range x.pages {
+		for i, v := range page {
+			if v != 0 {
+				out = append(out, p*indexPage+i)
+			}
 		}
 	}
 	sparse := make([]int, 0, len(x.sparse))
