@@ -70,6 +70,9 @@ type List struct {
 	header   []string
 	emailIdx int
 	warning  error
+	// xlsxFast is true when an XLSX list is read by the fast reader
+	// (xlsxfast.go) rather than excelize's row iterator; tests check it.
+	xlsxFast bool
 
 	// next returns the next raw row and its number; a non-nil rowErr costs
 	// only that row, a non-nil err ends the file.
@@ -83,13 +86,19 @@ type List struct {
 // empty, or no column matches opts.EmailColumn (that error wraps
 // ErrMissingColumn).
 func OpenList(path string, opts ListOptions) (*List, error) {
+	return openList(path, opts, true)
+}
+
+// openList is OpenList; fast false reads XLSX through excelize only, so
+// that tests can compare the two readers.
+func openList(path string, opts ListOptions, fast bool) (*List, error) {
 	l := &List{path: path, name: filepath.Base(path)}
 	var err error
 	switch ext := strings.ToLower(filepath.Ext(path)); ext {
 	case ".csv", ".txt", ".tsv":
 		err = l.openCSV(opts)
 	case ".xlsx", ".xlsm":
-		err = l.openXLSX(opts)
+		err = l.openXLSX(opts, fast)
 	default:
 		return nil, fmt.Errorf("merge: %s: unknown list type %q (want .csv, .txt, .tsv or .xlsx)", l.name, ext)
 	}
@@ -353,7 +362,7 @@ func detectDelimiter(r *bufio.Reader) rune {
 	return rune(best)
 }
 
-func (l *List) openXLSX(opts ListOptions) error {
+func (l *List) openXLSX(opts ListOptions, fast bool) error {
 	f, err := excelize.OpenFile(l.path, excelize.Options{
 		UnzipSizeLimit:    xlsxUnzipLimit,
 		UnzipXMLSizeLimit: xlsxXMLLimit,
@@ -361,7 +370,30 @@ func (l *List) openXLSX(opts ListOptions) error {
 	if err != nil {
 		return fmt.Errorf("merge: %s: %w", l.name, err)
 	}
-	sheet, err := pickSheet(f, opts.Sheet)
+	if fast {
+		// excelize has opened the file, so its errors on open and its
+		// size limits still apply; the fast reader either takes the whole
+		// list or none of it.
+		x, rows, err := openXLSXFast(l.path, f, opts.Sheet)
+		if err == nil {
+			f.Close()
+			l.xlsxFast = true
+			l.next = rows.listNext
+			l.closer = func() error {
+				err := rows.Close()
+				if cerr := x.Close(); err == nil {
+					err = cerr
+				}
+				return err
+			}
+			return nil
+		}
+		if !errors.Is(err, errXLSXUnsupported) {
+			f.Close()
+			return fmt.Errorf("merge: %s: %w", l.name, err)
+		}
+	}
+	sheet, err := pickSheet(f.GetSheetList(), opts.Sheet, func(s string) bool { return sheetHasData(f, s) })
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("merge: %s: %w", l.name, err)
@@ -398,17 +430,17 @@ func (l *List) openXLSX(opts ListOptions) error {
 	return nil
 }
 
-// pickSheet resolves the Sheet option: a name (case-insensitive, as Excel
-// compares them), else a 1-based index; "" is the first sheet with data.
-func pickSheet(f *excelize.File, want string) (string, error) {
-	sheets := f.GetSheetList()
+// pickSheet resolves the Sheet option among sheets: a name
+// (case-insensitive, as Excel compares them), else a 1-based index; "" is
+// the first sheet for which hasData is true.
+func pickSheet(sheets []string, want string, hasData func(string) bool) (string, error) {
 	if len(sheets) == 0 {
 		return "", errors.New("no sheets")
 	}
 	want = strings.TrimSpace(want)
 	if want == "" {
 		for _, s := range sheets {
-			if sheetHasData(f, s) {
+			if hasData(s) {
 				return s, nil
 			}
 		}
