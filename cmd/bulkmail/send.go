@@ -74,7 +74,7 @@ Passwords come from $BULKMAIL_SMTP_PASSWORD or --password-file, never from flags
 	fs.BoolVar(&f.resendInDoubt, "resend-in-doubt", false, "resend rows whose final dot went out without a recorded reply")
 	fs.BoolVar(&f.journalReset, "journal-reset", false, "start a new journal (the old one is kept beside it) instead of resuming")
 	fs.StringVar(&f.only, "only", "", "re-run only rows whose last status is in this list, e.g. deferred,failed")
-	fs.StringVar(&f.suppress, "suppress", "", "file of addresses never to send to (one per line, or a CSV with an email column)")
+	fs.StringVar(&f.suppress, "suppress", "", "file of addresses never to send to (one per line, a CSV/XLSX with an email column, or an earlier result file: its delivered, rejected and in_doubt rows)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "render and check every row and write the result file; send nothing")
 	fs.DurationVar(&f.grace, "grace", 30*time.Second, "after SIGINT/SIGTERM, how long messages on the wire may take to finish")
 	fs.StringVar(&f.job, "job", "", "TOML job file holding any of these flags (flags on the command line win)")
@@ -439,6 +439,20 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 	// the list (see merge.FirstRows).
 	seen := merge.NewFirstRows(r.spillDir)
 	defer seen.Close()
+	// An address belongs first to the row an earlier run tried to send it
+	// to. Without this, a row that was invalid then and comes first in the
+	// list (fixed since, say by --encoding) would take the address and be
+	// sent a second copy of what its later duplicate already received.
+	err := r.journal.Each(func(o report.Outcome) error {
+		if o.Status == report.Invalid || o.Status == report.Skipped || o.Email == "" {
+			return nil // never sent
+		}
+		_, err := seen.Add(o.Email, o.Row)
+		return err
+	})
+	if err != nil {
+		return withCode(exitAborted, err)
+	}
 	emailIdx := r.list.EmailIndex()
 	for {
 		rec, err := r.list.Next()
@@ -458,12 +472,6 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 				logf("%s", note)
 			}
 		}
-		first := 0
-		if rec.Address != "" && rowErr == nil {
-			if first, err = seen.Add(rec.Address, rec.Row); err != nil {
-				return withCode(exitAborted, err)
-			}
-		}
 		if !r.shard.contains(rec) {
 			continue
 		}
@@ -473,6 +481,12 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		}
 		email := rowEmail(rec, emailIdx)
 		settle := func(s report.Status, why string) error {
+			if tried && prev.Status == report.InDoubt {
+				// --resend-in-doubt took the row, but it is not sent after
+				// all: it may still have reached its recipient, and says so.
+				r.progress.add(report.InDoubt)
+				return nil
+			}
 			r.progress.add(s)
 			// Nothing was sent for this row: no need to wait for the disk.
 			return r.journal.Note(report.Outcome{Row: rec.Row, Email: email, Status: s, Error: why, Start: time.Now()})
@@ -481,15 +495,29 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		switch {
 		case rowErr != nil:
 			err = settle(report.Invalid, rowErr.Error())
-		case first != 0:
-			err = settle(report.Skipped, fmt.Sprintf("duplicate of row %d", first))
 		case r.suppressed[merge.AddressKey(rec.Address)]:
 			err = settle(report.Skipped, "address is on the suppression list")
 		default:
 			msg, err = r.tmpl.Render(rec)
 			if errors.As(err, &rowErr) {
 				err = settle(report.Invalid, rowErr.Error())
-			} else if err == nil && r.flags.dryRun {
+				break
+			}
+			if err != nil {
+				break
+			}
+			// Only a row that is sent claims its address: a duplicate of
+			// an invalid row is the one that gets the message. Duplicates
+			// share a shard, so the shard's rows are all that matter.
+			var first int
+			if first, err = seen.Add(rec.Address, rec.Row); err != nil {
+				break
+			}
+			switch {
+			case first != 0 && first != rec.Row:
+				err = settle(report.Skipped, fmt.Sprintf("duplicate of row %d", first))
+				msg = nil
+			case r.flags.dryRun:
 				err = settle(report.Skipped, fmt.Sprintf("dry run: not sent; message of %d octets to %s", len(msg.Data), strings.Join(msg.To, ", ")))
 				msg = nil
 			}
@@ -633,6 +661,23 @@ func readSuppressions(path string) (map[string]bool, error) {
 			return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
 		}
 		defer l.Close()
+		if report.IsResultHeader(l.Header()) {
+			// An earlier run's result: suppress what a resume would not
+			// send again (delivered, rejected, in doubt), never the rows it
+			// deferred, failed, skipped or found invalid, which are still
+			// owed their message.
+			err := report.ResultOutcomes(path, func(o report.Outcome) error {
+				switch o.Status {
+				case report.Delivered, report.Rejected, report.InDoubt:
+					add(o.Email)
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+			}
+			return out, nil
+		}
 		for {
 			rec, err := l.Next()
 			if err == io.EOF {

@@ -131,7 +131,7 @@ func openSource(path string) (*mergeSource, error) {
 	if err == io.EOF {
 		err = fmt.Errorf("report: merge: %s: empty file, want a header", path)
 	}
-	if err == nil && (len(s.header) < len(FixedColumns) || !slices.Equal(s.header[:len(FixedColumns)], FixedColumns)) {
+	if err == nil && !IsResultHeader(s.header) {
 		err = fmt.Errorf("report: merge: %s: not a result file: header %q", path, s.header)
 	}
 	if err != nil {
@@ -320,6 +320,13 @@ func (h *mergeHeap) Pop() any {
 // ResultRows calls fn with the row number of every row of the result file
 // at path (XLSX or CSV, as Result writes it), in order.
 func ResultRows(path string, fn func(row int) error) error {
+	return ResultOutcomes(path, func(o Outcome) error { return fn(o.Row) })
+}
+
+// ResultOutcomes calls fn with the outcome of every row of the result file
+// at path (XLSX or CSV, as Result writes it, every results sheet), in
+// order.
+func ResultOutcomes(path string, fn func(Outcome) error) error {
 	s, err := openSource(path)
 	if err != nil {
 		return err
@@ -331,8 +338,14 @@ func ResultRows(path string, fn func(row int) error) error {
 		} else if err != nil {
 			return err
 		}
-		if err := fn(s.o.Row); err != nil {
+		if err := fn(s.o); err != nil {
 			return err
 		}
 	}
+}
+
+// IsResultHeader reports whether header is that of a result file: it
+// starts with FixedColumns.
+func IsResultHeader(header []string) bool {
+	return len(header) >= len(FixedColumns) && slices.Equal(header[:len(FixedColumns)], FixedColumns)
 }
