@@ -128,8 +128,13 @@ Rebuilds a result file from a journal without sending, or merges shard results
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
-	if j.ListID() != listID {
+	if j.Job().List != listID {
 		return usageErr("report: %s was written for a different version of %s", *journalPath, lf.list)
+	}
+	if rows, err := listRowsID(&lf); err != nil {
+		return err
+	} else if want := j.Job().Rows; want != "" && want != rows {
+		return usageErr("report: %s was written for other recipients of %s (another --sheet or --email-column)", *journalPath, lf.list)
 	}
 	counts, err := writeResult(*result, &lf, j, part, "not attempted")
 	if err != nil {
@@ -137,4 +142,18 @@ Rebuilds a result file from a journal without sending, or merges shard results
 	}
 	fmt.Fprintf(stderr, "bulkmail: %s; results in %s\n", counts, *result)
 	return nil
+}
+
+// listRowsID opens the list as lf says and returns rowsID for it.
+func listRowsID(lf *listFlags) (string, error) {
+	lo, err := lf.listOptions()
+	if err != nil {
+		return "", err
+	}
+	list, err := merge.OpenList(lf.list, lo)
+	if err != nil {
+		return "", withCode(exitUsage, err)
+	}
+	defer list.Close()
+	return rowsID(list), nil
 }

@@ -75,7 +75,7 @@ func writeBenchJob(tb testing.TB, dir string, rows int) (list, journal string) {
 		tb.Fatal(err)
 	}
 	journal = filepath.Join(dir, "list.journal")
-	j, err := report.OpenJournal(journal, id, false)
+	j, err := report.OpenJournal(journal, report.JobID{List: id}, report.OpenOptions{})
 	if err != nil {
 		tb.Fatal(err)
 	}

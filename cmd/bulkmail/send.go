@@ -40,6 +40,7 @@ type sendFlags struct {
 	outbox        string
 	resendInDoubt bool
 	journalReset  bool
+	templateEdit  bool
 	only          string
 	suppress      string
 	dryRun        bool
@@ -73,6 +74,7 @@ Passwords come from $BULKMAIL_SMTP_PASSWORD or --password-file, never from flags
 	fs.StringVar(&f.outbox, "outbox", "outbox", "folder for messages when delivering to the built-in capture server")
 	fs.BoolVar(&f.resendInDoubt, "resend-in-doubt", false, "resend rows whose final dot went out without a recorded reply")
 	fs.BoolVar(&f.journalReset, "journal-reset", false, "start a new journal (the old one is kept beside it) instead of resuming")
+	fs.BoolVar(&f.templateEdit, "template-edited", false, "resume a journal written with an earlier version of the template (the same campaign, its template corrected)")
 	fs.StringVar(&f.only, "only", "", "re-run only rows whose last status is in this list, e.g. deferred,failed")
 	fs.StringVar(&f.suppress, "suppress", "", "file of addresses never to send to (one per line, a CSV/XLSX with an email column, or an earlier result file: its delivered, rejected and in_doubt rows)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "render and check every row and write the result file; send nothing")
@@ -160,7 +162,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			return err
 		}
 	}
-	listID, err := hashFile(f.list)
+	job, err := jobID(list, f.template)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
@@ -174,12 +176,16 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		defer os.RemoveAll(dir)
 		journalPath = filepath.Join(dir, "journal")
 	}
-	journal, err := report.OpenJournal(journalPath, listID, f.journalReset)
+	journal, err := report.OpenJournal(journalPath, job, report.OpenOptions{Reset: f.journalReset, TemplateEdited: f.templateEdit})
 	switch {
 	case errors.Is(err, report.ErrLocked):
 		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run; nothing sent: %w", journalPath, err))
 	case errors.Is(err, report.ErrListChanged):
 		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as --suppress", journalPath, f.list, err))
+	case errors.Is(err, report.ErrRowsChanged):
+		return withCode(exitUsage, fmt.Errorf("%s: %w; nothing sent. Other recipients need their own --result (or --journal); --journal-reset starts this one over and sends EVERY row (the old journal is kept)", journalPath, err))
+	case errors.Is(err, report.ErrTemplateChanged):
+		return withCode(exitUsage, fmt.Errorf("%s: %w (%s); nothing sent. A new campaign to this list needs its own --result (or --journal), or --journal-reset to start this one over (the old journal is kept); to finish the same campaign with a corrected template, add --template-edited", journalPath, err, f.template))
 	case err != nil:
 		return withCode(exitAborted, err)
 	}
@@ -613,7 +619,33 @@ func (m *messageIDs) forRow(row int) string {
 	return m.env.messageID()
 }
 
-// hashFile identifies a list by its content.
+// jobID says what a run is for (see report.JobID): the list's content,
+// which of its sheets and columns give the recipients, and the template's
+// content. The encoding and delimiter are left out on purpose: fixing them
+// (--encoding, then --only invalid) is a resume of the same job.
+func jobID(list *merge.List, template string) (report.JobID, error) {
+	var id report.JobID
+	var err error
+	if id.List, err = hashFile(list.Path()); err != nil {
+		return id, err
+	}
+	id.Rows = rowsID(list)
+	if template != "" {
+		if id.Template, err = hashFile(template); err != nil {
+			return id, err
+		}
+	}
+	return id, nil
+}
+
+// rowsID identifies how recipients are read from a list: the sheet and the
+// email column's position (the list's content is identified apart).
+func rowsID(list *merge.List) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "sheet=%s\x00email=%d", list.Sheet(), list.EmailIndex()))
+	return hex.EncodeToString(sum[:8])
+}
+
+// hashFile identifies a file by its content.
 func hashFile(path string) (string, error) {
 	fh, err := os.Open(path)
 	if err != nil {

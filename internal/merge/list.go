@@ -69,6 +69,7 @@ type List struct {
 	name     string // base name, used in errors
 	header   []string
 	emailIdx int
+	sheet    string // the XLSX sheet read; "" for CSV
 	warning  error
 	// xlsxFast is true when an XLSX list is read by the fast reader
 	// (xlsxfast.go) rather than excelize's row iterator; tests check it.
@@ -121,6 +122,10 @@ func (l *List) Header() []string { return l.header }
 
 // EmailIndex returns the index of the email column in Header().
 func (l *List) EmailIndex() int { return l.emailIdx }
+
+// Sheet returns the name of the XLSX sheet the rows come from, as chosen by
+// ListOptions.Sheet; "" for a CSV list.
+func (l *List) Sheet() string { return l.sheet }
 
 // Warning returns a *RowError wrapping ErrFewFields if the row most recently
 // returned by Next was short and has been padded, or nil. Such a row is still
@@ -378,6 +383,7 @@ func (l *List) openXLSX(opts ListOptions, fast bool) error {
 		if err == nil {
 			f.Close()
 			l.xlsxFast = true
+			l.sheet = x.sheet
 			l.next = rows.listNext
 			l.closer = func() error {
 				err := rows.Close()
@@ -403,6 +409,7 @@ func (l *List) openXLSX(opts ListOptions, fast bool) error {
 		f.Close()
 		return fmt.Errorf("merge: %s: sheet %q: %w", l.name, sheet, err)
 	}
+	l.sheet = sheet
 	l.closer = func() error {
 		err := rows.Close()
 		if cerr := f.Close(); err == nil {

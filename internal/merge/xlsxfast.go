@@ -40,6 +40,7 @@ type xlsxFast struct {
 	files  map[string]*zip.File // by name as excelize normalises it
 	styles []styleKind          // by cellXfs index
 	sst    *sharedStrings       // nil if the workbook has none
+	sheet  string               // the sheet read
 }
 
 // openXLSXFast prepares the fast reader for the sheet that pickSheet chooses
@@ -102,6 +103,7 @@ func (x *xlsxFast) open(f *excelize.File, want string) (*fastRows, error) {
 		// excelize gives the same error; let it.
 		return nil, errXLSXUnsupported
 	}
+	x.sheet = sheet
 	zf := x.files[paths[sheet]]
 	// The pre-scan: if any row would need excelize, all of them do.
 	if err := x.scanSheet(zf); err != nil {

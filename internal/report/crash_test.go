@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 }
 
 func child(path string) int {
-	j, err := OpenJournal(path, listA, false)
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{})
 	if err != nil {
 		fmt.Println(err)
 		return 1
@@ -58,7 +58,7 @@ func TestJournalKilled(t *testing.T) {
 		cmd.Wait()
 		t.Fatalf("child: got %q (%v), want %q", line, err, "ready\n")
 	}
-	if _, err := OpenJournal(path, listA, false); !errors.Is(err, ErrLocked) {
+	if _, err := OpenJournal(path, JobID{List: listA}, OpenOptions{}); !errors.Is(err, ErrLocked) {
 		t.Errorf("OpenJournal while the child runs: got %v, want ErrLocked", err)
 	}
 	cmd.Process.Kill()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,82 @@ var ErrLocked = errors.New("journal is locked by another run")
 // ErrListChanged is returned (wrapped) by OpenJournal when the journal was
 // written for a list whose content differs from the one now given.
 var ErrListChanged = errors.New("journal was written for a different list")
+
+// ErrRowsChanged is returned (wrapped) by OpenJournal when the journal was
+// written for the same list read another way: another sheet or another
+// email column, so other recipients under the same row numbers.
+var ErrRowsChanged = errors.New("journal was written for other recipients of this list (another sheet or email column)")
+
+// ErrTemplateChanged is returned (wrapped) by OpenJournal when the journal
+// was written for the same recipients with another template: most likely
+// another campaign, whose rows are not this one's.
+var ErrTemplateChanged = errors.New("journal was written with a different template")
+
+// JobID says what a journal is for: which list, which of its columns and
+// sheets give the recipients, and which message. A journal refuses a run
+// for another job (ErrListChanged, ErrRowsChanged, ErrTemplateChanged), so
+// that it never takes another list's, another column's or another
+// campaign's rows for its own.
+type JobID struct {
+	List     string // the list file's content, as a SHA-256 hex; required
+	Rows     string // how recipients are read from it (sheet, email column)
+	Template string // the template's content
+}
+
+// String is the form kept in a journal's run records: List, then the other
+// parts that are known, each as ";name=value". The values are hashes, so
+// they hold no ';'.
+func (id JobID) String() string {
+	s := id.List
+	if id.Rows != "" {
+		s += ";rows=" + id.Rows
+	}
+	if id.Template != "" {
+		s += ";template=" + id.Template
+	}
+	return s
+}
+
+// parseJobID reads String's form. A journal written before JobID had parts
+// holds the list alone: its other parts are unknown, and not compared.
+func parseJobID(s string) JobID {
+	parts := strings.Split(s, ";")
+	id := JobID{List: parts[0]}
+	for _, p := range parts[1:] {
+		switch name, value, _ := strings.Cut(p, "="); name {
+		case "rows":
+			id.Rows = value
+		case "template":
+			id.Template = value
+		}
+	}
+	return id
+}
+
+// check returns why a run for want may not use a journal written for id;
+// parts either side does not know are not compared.
+func (id JobID) check(want JobID, templateEdited bool) error {
+	differs := func(a, b string) bool { return a != "" && b != "" && a != b }
+	switch {
+	case differs(id.List, want.List):
+		return fmt.Errorf("written for list %.12s, this list is %.12s: %w", id.List, want.List, ErrListChanged)
+	case differs(id.Rows, want.Rows):
+		return ErrRowsChanged
+	case differs(id.Template, want.Template) && !templateEdited:
+		return ErrTemplateChanged
+	}
+	return nil
+}
+
+// OpenOptions are the operator's choices when a journal is opened.
+type OpenOptions struct {
+	// Reset starts the journal over: an existing one is renamed to
+	// path+".old-<timestamp>", whatever it was written for.
+	Reset bool
+	// TemplateEdited accepts a journal written with another template: the
+	// same campaign, resumed after its template was corrected.
+	TemplateEdited bool
+}
 
 // ErrNotJournal is returned (wrapped) when the file named as a journal does
 // not begin with a journal header, or has a damaged record before its last
@@ -110,10 +187,10 @@ type Journal struct {
 	// other callers queue the next batch meanwhile.
 	mu       sync.Mutex
 	cond     sync.Cond // signalled when an fsync ends or fails
-	listID   string
-	idx      rowIndex // durable records only
-	size     int64    // end of the durable records
-	written  int64    // end of the written records (>= size)
+	id       JobID     // of the last run
+	idx      rowIndex  // durable records only
+	size     int64     // end of the durable records
+	written  int64     // end of the written records (>= size)
 	pending  []byte
 	rows     []pendingRow // rows in pending, with their offsets in it
 	unsynced []pendingRow // rows written and not durable, offsets in the file
@@ -144,20 +221,21 @@ type pendingRow struct {
 // error wraps ErrLocked. The kernel drops the lock when its holder exits, so
 // no pid file can go stale.
 //
-// listID identifies the list by content (a SHA-256 hex of the list file). An
-// existing journal written for another listID returns an error wrapping
-// ErrListChanged unless reset is true. With reset, any existing journal
-// (same list or not) is renamed to path+".old-<timestamp>" and a fresh one
-// started. A file that is
-// not a journal returns an error wrapping ErrNotJournal and is not touched.
+// id says what the run is for. An existing journal written for another job
+// (see JobID; its last run record counts) returns an error wrapping
+// ErrListChanged, ErrRowsChanged or ErrTemplateChanged, unless opt.Reset.
+// With opt.Reset, any existing journal (same job or not) is renamed to
+// path+".old-<timestamp>" and a fresh one started. A file that is not a
+// journal returns an error wrapping ErrNotJournal and is not touched.
 //
 // Reading an existing journal rebuilds the last state of every row; a torn
 // last line (crash mid-write) is ignored and truncated away, everything
 // before it kept. Every run appends a "run" header line.
-func OpenJournal(path, listID string, reset bool) (*Journal, error) {
-	if listID == "" {
-		return nil, fmt.Errorf("report: journal %s: empty list id", path)
+func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
+	if id.List == "" || strings.Contains(id.String(), "\n") {
+		return nil, fmt.Errorf("report: journal %s: bad job id %q", path, id)
 	}
+	reset := opt.Reset
 	f, err := openLocked(path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
 		return nil, err
@@ -167,11 +245,13 @@ func OpenJournal(path, listID string, reset bool) (*Journal, error) {
 		f.Close()
 		return nil, err
 	}
-	if j.listID != "" && j.listID != listID && !reset {
-		f.Close()
-		return nil, fmt.Errorf("report: journal %s: written for list %.12s, this list is %.12s: %w", path, j.listID, listID, ErrListChanged)
+	if j.id.List != "" && !reset {
+		if err := j.id.check(id, opt.TemplateEdited); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("report: journal %s: %w", path, err)
+		}
 	}
-	if reset && j.listID != "" {
+	if reset && j.id.List != "" {
 		// Starting over, for a changed list or the same one (a fix made
 		// through flags, a campaign sent again): the old journal is kept.
 		nf, err := rotate(path, f)
@@ -198,8 +278,8 @@ func OpenJournal(path, listID string, reset bool) (*Journal, error) {
 		f.Close()
 		return nil, fmt.Errorf("report: journal %s: %w", path, err)
 	}
-	j.listID = listID
-	line, err := encode(&record{T: kindRun, Version: journalVersion, List: listID, Start: time.Now().UTC()})
+	j.id = id
+	line, err := encode(&record{T: kindRun, Version: journalVersion, List: id.String(), Start: time.Now().UTC()})
 	if err == nil {
 		err = j.append(line, 0)
 	}
@@ -357,11 +437,14 @@ func (j *Journal) index(r *record, off int64, line int) bool {
 		if r.T != kindRun || r.List == "" {
 			return false
 		}
-		j.listID = r.List
+		j.id = parseJobID(r.List)
 		return true
 	}
 	switch r.T {
 	case kindRun:
+		// The last run's job is the journal's: a run accepted with an
+		// edited template makes that template the one to compare with.
+		j.id = parseJobID(r.List)
 		return r.List != ""
 	case kindCommit, kindOutcome:
 		if r.Row < 1 {
@@ -724,12 +807,12 @@ func (j *Journal) readAt(off int64) (*record, error) {
 	return &r, nil
 }
 
-// ListID returns the list id the journal was written for ("" for an empty
+// Job returns the job the journal's last run was for (zero for an empty
 // journal opened with ReadJournal).
-func (j *Journal) ListID() string {
+func (j *Journal) Job() JobID {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.listID
+	return j.id
 }
 
 // Len returns the number of rows the journal has a record for.

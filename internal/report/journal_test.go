@@ -20,7 +20,7 @@ const (
 
 func openTest(t *testing.T, path, listID string, reset bool) *Journal {
 	t.Helper()
-	j, err := OpenJournal(path, listID, reset)
+	j, err := OpenJournal(path, JobID{List: listID}, OpenOptions{Reset: reset})
 	if err != nil {
 		t.Fatalf("OpenJournal(%q): %v", path, err)
 	}
@@ -239,7 +239,7 @@ func TestJournalNotAJournal(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "list.csv")
 			os.WriteFile(path, []byte(tt.content), 0o644)
-			_, err := OpenJournal(path, listA, true)
+			_, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Reset: true})
 			if !errors.Is(err, ErrNotJournal) {
 				t.Errorf("OpenJournal: got %v, want ErrNotJournal", err)
 			}
@@ -258,15 +258,15 @@ func TestJournalListChanged(t *testing.T) {
 	j.Record(outcomeFor(2))
 	j.Close()
 
-	if _, err := OpenJournal(path, listB, false); !errors.Is(err, ErrListChanged) {
+	if _, err := OpenJournal(path, JobID{List: listB}, OpenOptions{}); !errors.Is(err, ErrListChanged) {
 		t.Fatalf("OpenJournal with another list: got %v, want ErrListChanged", err)
 	}
 	j = openTest(t, path, listB, true)
 	if _, ok := j.Last(2); ok {
 		t.Errorf("reset journal still has row 2")
 	}
-	if got := j.ListID(); got != listB {
-		t.Errorf("ListID() = %q, want %q", got, listB)
+	if got := j.Job().List; got != listB {
+		t.Errorf("Job().List = %q, want %q", got, listB)
 	}
 	j.Close()
 	olds, _ := filepath.Glob(path + ".old-*")
@@ -279,19 +279,19 @@ func TestJournalListChanged(t *testing.T) {
 	}
 	defer old.Close()
 	checkLast(t, old, 2, outcomeFor(2))
-	if got := old.ListID(); got != listA {
-		t.Errorf("old ListID() = %q, want %q", got, listA)
+	if got := old.Job().List; got != listA {
+		t.Errorf("old Job().List = %q, want %q", got, listA)
 	}
 }
 
 func TestJournalLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "j")
 	j := openTest(t, path, listA, false)
-	if _, err := OpenJournal(path, listA, false); !errors.Is(err, ErrLocked) {
+	if _, err := OpenJournal(path, JobID{List: listA}, OpenOptions{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second OpenJournal: got %v, want ErrLocked", err)
 	}
 	// A locked journal is not moved aside by reset either.
-	if _, err := OpenJournal(path, listB, true); !errors.Is(err, ErrLocked) {
+	if _, err := OpenJournal(path, JobID{List: listB}, OpenOptions{Reset: true}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second OpenJournal with reset: got %v, want ErrLocked", err)
 	}
 	if err := j.Close(); err != nil {
@@ -388,7 +388,7 @@ func BenchmarkJournalRecord(b *testing.B) {
 	for _, writers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "j")
-			j, err := OpenJournal(path, listA, false)
+			j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -425,7 +425,7 @@ func BenchmarkJournalRecord(b *testing.B) {
 
 func TestJournalNoteIsDurableAfterSync(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "j")
-	j, err := OpenJournal(path, "list", false)
+	j, err := OpenJournal(path, JobID{List: "list"}, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,4 +552,66 @@ func lastStart(t *testing.T, j *Journal, row int) time.Time {
 		t.Fatalf("row %d not found", row)
 	}
 	return o.Start
+}
+
+// TestJournalJobID: a journal refuses a run for another list, other rows
+// of it or another template; parts one side does not know (a journal from
+// before they were kept, or report, which has no template) are not
+// compared; --template-edited accepts a template and makes it the
+// journal's.
+func TestJournalJobID(t *testing.T) {
+	full := JobID{List: listA, Rows: "r1", Template: "t1"}
+	tests := []struct {
+		name    string
+		written JobID
+		opt     OpenOptions
+		run     JobID
+		want    error
+	}{
+		{"same job", full, OpenOptions{}, full, nil},
+		{"another list", full, OpenOptions{}, JobID{List: listB, Rows: "r1", Template: "t1"}, ErrListChanged},
+		{"another sheet or column", full, OpenOptions{}, JobID{List: listA, Rows: "r2", Template: "t1"}, ErrRowsChanged},
+		{"another template", full, OpenOptions{}, JobID{List: listA, Rows: "r1", Template: "t2"}, ErrTemplateChanged},
+		{"another template, edited", full, OpenOptions{TemplateEdited: true}, JobID{List: listA, Rows: "r1", Template: "t2"}, nil},
+		{"edited does not excuse other rows", full, OpenOptions{TemplateEdited: true}, JobID{List: listA, Rows: "r2", Template: "t2"}, ErrRowsChanged},
+		{"journal from before parts", JobID{List: listA}, OpenOptions{}, full, nil},
+		{"run without a template", full, OpenOptions{}, JobID{List: listA, Rows: "r1"}, nil},
+		{"reset takes anything", full, OpenOptions{Reset: true}, JobID{List: listB, Rows: "r9", Template: "t9"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "j")
+			j, err := OpenJournal(path, tt.written, OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.Close()
+			j, err = OpenJournal(path, tt.run, tt.opt)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("OpenJournal: %v, want %v", err, tt.want)
+			}
+			if err != nil {
+				return
+			}
+			j.Close()
+			// The run's job is now the journal's: the same run again is
+			// accepted without options, and the file says so.
+			r, err := ReadJournal(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if got := r.Job(); got != tt.run {
+				t.Errorf("Job() after the run = %+v, want %+v", got, tt.run)
+			}
+		})
+	}
+}
+
+func TestJobIDString(t *testing.T) {
+	for _, id := range []JobID{{List: listA}, {List: listA, Rows: "r"}, {List: listA, Template: "t"}, {List: listA, Rows: "r", Template: "t"}} {
+		if got := parseJobID(id.String()); got != id {
+			t.Errorf("parseJobID(%q) = %+v, want %+v", id.String(), got, id)
+		}
+	}
 }

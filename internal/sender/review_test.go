@@ -104,7 +104,7 @@ func TestRefusedDataIsRecordedBeforeTheRetry(t *testing.T) {
 	}}
 	s = startFault(t, o)
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := report.OpenJournal(path, "list", false)
+	j, err := report.OpenJournal(path, report.JobID{List: "list"}, report.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
