@@ -157,7 +157,6 @@ func TestReviewResumeWithOtherSheet(t *testing.T) {
 // F4: --only deferred ignores --max-attempts, so a cron line with --only
 // deferred,failed knocks on a refusing server for ever.
 func TestReviewOnlyDeferredIgnoresMaxAttempts(t *testing.T) {
-	t.Skip("known bug: --only does not yet apply --max-attempts")
 	dir := t.TempDir()
 	srv := startCapture(t, capture.Config{KeepInMemory: true, Rcpt: func(to string) *capture.Reply {
 		if strings.HasPrefix(to, "user2@") {
@@ -336,7 +335,6 @@ func TestReviewDedupSpellings(t *testing.T) {
 // in doubt forgets the attempts of earlier runs: the result shows fewer
 // attempts than were made and --max-attempts lets it go again.
 func TestReviewInDoubtForgetsEarlierAttempts(t *testing.T) {
-	t.Skip("known bug: a commit record does not yet carry earlier runs' attempts")
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -360,7 +360,9 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 				return errors.New("run stopped: grace period over")
 			}
 			p := r.pendingRow(j.ID)
-			return r.journal.Committing(j.ID, attempt, p.email, p.messageID)
+			// Attempts count across runs, so a row left in doubt by a crash
+			// still knows what --max-attempts has used.
+			return r.journal.Committing(j.ID, p.earlierAttempts+attempt, p.email, p.messageID)
 		},
 		Done: func(res sender.Result) error {
 			p := r.pendingRow(res.Job.ID)
@@ -555,10 +557,17 @@ func (r *sendRun) wanted(prev report.Outcome, tried bool) bool {
 	if tried {
 		status = prev.Status
 	}
+	exhausted := tried && r.flags.maxAttempts > 0 && prev.Attempts >= r.flags.maxAttempts
 	switch {
 	case len(r.only) > 0 && status != report.Delivered && status != report.Rejected && (status != report.InDoubt || r.flags.resendInDoubt):
 		// Invalid and skipped rows were never sent: --only may take them
-		// again, e.g. after a fix made through flags (--encoding).
+		// again, e.g. after a fix made through flags (--encoding). The
+		// attempt bound holds here too: --only deferred,failed is what a
+		// cron line runs.
+		if r.only[status] && exhausted {
+			r.exhausted++
+			return false
+		}
 		return r.only[status]
 	case len(r.only) > 0:
 		return false
@@ -567,7 +576,7 @@ func (r *sendRun) wanted(prev report.Outcome, tried bool) bool {
 		return false
 	case status == report.InDoubt && !r.flags.resendInDoubt:
 		return false
-	case tried && r.flags.maxAttempts > 0 && prev.Attempts >= r.flags.maxAttempts:
+	case exhausted:
 		// Retries are bounded across runs, not only within one (HAZARDS 33):
 		// a cron job must not knock on a refusing server for ever.
 		r.exhausted++
