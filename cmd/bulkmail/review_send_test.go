@@ -187,7 +187,6 @@ func TestReviewOnlyDeferredIgnoresMaxAttempts(t *testing.T) {
 // first line of a file saved with a UTF-8 byte-order mark, and a line
 // "Name <addr>"; and it compares the local part case-sensitively.
 func TestReviewSuppressionMisses(t *testing.T) {
-	t.Skip("known bug: a text suppression file is not yet read like a list")
 	dir := t.TempDir()
 	srv := startCapture(t, capture.Config{KeepInMemory: true})
 	list := writeFile(t, filepath.Join(dir, "l.csv"),
@@ -206,12 +205,14 @@ func TestReviewSuppressionMisses(t *testing.T) {
 			t.Errorf("%s is in the suppression file (as the operator wrote it) and got %d message(s); no warning about the unparsed line", a, n)
 		}
 	}
+	if n := countTo(srv, "keep@example.org"); n != 1 {
+		t.Errorf("keep@example.org is not suppressed and got %d messages, want 1", n)
+	}
 }
 
 // F6: --suppress is checked against the row's address only; a Cc or Bcc
 // that the template puts on the envelope is sent to even when suppressed.
 func TestReviewSuppressedCcStillSent(t *testing.T) {
-	t.Skip("known bug: --suppress is not yet applied to Cc/Bcc")
 	dir := t.TempDir()
 	srv := startCapture(t, capture.Config{KeepInMemory: true})
 	list := writeFile(t, filepath.Join(dir, "l.csv"), "email,name,plan,manager\nann@example.org,Ann,pro,boss@example.org\n")
@@ -222,6 +223,27 @@ func TestReviewSuppressedCcStillSent(t *testing.T) {
 	t.Logf("exit %d\n%s", code, stderr)
 	if n := countTo(srv, "boss@example.org"); n != 0 {
 		t.Errorf("boss@example.org is on the suppression list and received %d message(s) (as Cc of row 2)", n)
+	}
+	if n := countTo(srv, "ann@example.org"); n != 1 {
+		t.Errorf("ann@example.org (not suppressed) received %d messages, want 1", n)
+	}
+	rows := readResult(t, result)
+	if len(rows) != 1 || rows[0]["status"] != "delivered" || !strings.Contains(rows[0]["error"], "not sent to boss@example.org: on the suppression list") {
+		t.Errorf("result %v: want row 2 delivered, its error column naming the suppressed Cc", rows)
+	}
+}
+
+// A suppression file with an entry that is not an address stops the run
+// before anything is sent, naming the file and line.
+func TestSuppressionUnreadableLineRefused(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	list := writeList(t, dir, 3)
+	supp := writeFile(t, filepath.Join(dir, "supp.txt"), "# unsubscribed\nuser1@example.org\n\nuser2 at example dot org\n")
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	code, _, stderr := runCLI(t, "send", "--smtp", "smtp://"+srv.Addr(), "--list", list, "--template", tmpl, "--result", filepath.Join(dir, "r.xlsx"), "--suppress", supp)
+	if code != exitUsage || len(srv.Messages()) != 0 || !strings.Contains(stderr, "line 4") || !strings.Contains(stderr, "user2 at example dot org") {
+		t.Errorf("exit %d, %d messages, stderr %q; want exit %d, nothing sent, line 4 named", code, len(srv.Messages()), stderr, exitUsage)
 	}
 }
 

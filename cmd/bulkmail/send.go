@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -306,7 +305,7 @@ type sendRun struct {
 	journal    *report.Journal
 	ids        *messageIDs
 	only       map[report.Status]bool
-	suppressed map[string]bool
+	suppressed suppressions
 	shard      shard
 	progress   *progress
 	spillDir   string // where duplicate detection keeps what outgrows memory
@@ -503,7 +502,7 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		switch {
 		case rowErr != nil:
 			err = settle(report.Invalid, rowErr.Error())
-		case r.suppressed[merge.AddressKey(rec.Address)]:
+		case r.suppressed.has(rec.Address):
 			err = settle(report.Skipped, "address is on the suppression list")
 		default:
 			msg, err = r.tmpl.Render(rec)
@@ -525,6 +524,18 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			case first != 0 && first != rec.Row:
 				err = settle(report.Skipped, fmt.Sprintf("duplicate of row %d", first))
 				msg = nil
+			case len(msg.To) > 1:
+				// A Cc or Bcc the template adds is "never sent to" too: it
+				// leaves the envelope (the header still names it), and the
+				// row's result says so.
+				var dropped []string
+				msg.To, dropped = r.suppressed.filter(msg.To)
+				if len(dropped) > 0 {
+					note = joinNotes(note, fmt.Sprintf("not sent to %s: on the suppression list", strings.Join(dropped, ", ")))
+				}
+			}
+			switch {
+			case msg == nil:
 			case r.flags.dryRun:
 				err = settle(report.Skipped, fmt.Sprintf("dry run: not sent; message of %d octets to %s", len(msg.Data), strings.Join(msg.To, ", ")))
 				msg = nil
@@ -681,67 +692,4 @@ func parseStatuses(s string) (map[report.Status]bool, error) {
 		out[st] = true
 	}
 	return out, nil
-}
-
-// readSuppressions reads addresses never to send to: a CSV/XLSX with an
-// email column, or a plain file of one address per line.
-func readSuppressions(path string) (map[string]bool, error) {
-	if path == "" {
-		return nil, nil
-	}
-	out := map[string]bool{}
-	add := func(s string) {
-		if a, _, err := merge.NormalizeAddress(s); err == nil {
-			out[merge.AddressKey(a)] = true
-		}
-	}
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".csv", ".xlsx", ".tsv":
-		l, err := merge.OpenList(path, merge.ListOptions{})
-		if err != nil {
-			return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
-		}
-		defer l.Close()
-		if report.IsResultHeader(l.Header()) {
-			// An earlier run's result: suppress what a resume would not
-			// send again (delivered, rejected, in doubt), never the rows it
-			// deferred, failed, skipped or found invalid, which are still
-			// owed their message.
-			err := report.ResultOutcomes(path, func(o report.Outcome) error {
-				switch o.Status {
-				case report.Delivered, report.Rejected, report.InDoubt:
-					add(o.Email)
-				}
-				return nil
-			})
-			if err != nil {
-				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
-			}
-			return out, nil
-		}
-		for {
-			rec, err := l.Next()
-			if err == io.EOF {
-				return out, nil
-			}
-			var rowErr *merge.RowError
-			if err != nil && !errors.As(err, &rowErr) {
-				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
-			}
-			add(rec.Address)
-		}
-	}
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
-	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line != "" && !strings.HasPrefix(line, "#") {
-			add(line)
-		}
-	}
-	return out, sc.Err()
 }

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bulkmail/bulkmail/internal/merge"
+	"github.com/bulkmail/bulkmail/internal/report"
+)
+
+// suppressions are the addresses never to send to. They are compared
+// ignoring case in the local part too, unlike duplicates: for a list of
+// people who asked not to be written to, erring towards not sending is the
+// right side.
+type suppressions map[string]bool
+
+func suppressionKey(addr string) string {
+	return strings.ToLower(merge.AddressKey(addr))
+}
+
+func (s suppressions) has(addr string) bool {
+	return len(s) > 0 && s[suppressionKey(addr)]
+}
+
+// filter returns the envelope recipients that are not suppressed, and
+// those that are.
+func (s suppressions) filter(to []string) (kept, dropped []string) {
+	if len(s) == 0 {
+		return to, nil
+	}
+	kept = to[:0:0]
+	for _, a := range to {
+		if s.has(a) {
+			dropped = append(dropped, a)
+		} else {
+			kept = append(kept, a)
+		}
+	}
+	return kept, dropped
+}
+
+// readSuppressions reads the addresses never to send to: a plain file of
+// one address a line (a BOM, "#" comments, blank lines and "Name <addr>"
+// allowed), a CSV/XLSX with an email column, or an earlier result file.
+// An entry that is not an address stops the run before anything is sent
+// (exit 2, naming the file and line): a suppression list that is read in
+// part is no safeguard.
+func readSuppressions(path string) (suppressions, error) {
+	if path == "" {
+		return nil, nil
+	}
+	out := suppressions{}
+	add := func(s string) bool {
+		a, _, err := merge.NormalizeAddress(s)
+		if err != nil {
+			pa, perr := mail.ParseAddress(s)
+			if perr != nil {
+				return false
+			}
+			if a, _, err = merge.NormalizeAddress(pa.Address); err != nil {
+				return false
+			}
+		}
+		out[suppressionKey(a)] = true
+		return true
+	}
+	bad := func(where, entry string) error {
+		return withCode(exitUsage, fmt.Errorf("--suppress %s: %s: %q is not an address; fix or remove it (a suppression list must be read whole)", path, where, entry))
+	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".csv", ".xlsx", ".tsv":
+		l, err := merge.OpenList(path, merge.ListOptions{})
+		if err != nil {
+			return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+		}
+		defer l.Close()
+		if report.IsResultHeader(l.Header()) {
+			// An earlier run's result: suppress what a resume would not
+			// send again (delivered, rejected, in doubt), never the rows it
+			// deferred, failed, skipped or found invalid, which are still
+			// owed their message.
+			err := report.ResultOutcomes(path, func(o report.Outcome) error {
+				switch o.Status {
+				case report.Delivered, report.Rejected, report.InDoubt:
+					if !add(o.Email) {
+						return bad(fmt.Sprintf("row %d", o.Row), o.Email)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+			}
+			return out, nil
+		}
+		emailIdx := l.EmailIndex()
+		for {
+			rec, err := l.Next()
+			if err == io.EOF {
+				return out, nil
+			}
+			var rowErr *merge.RowError
+			if err != nil && !errors.As(err, &rowErr) {
+				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+			}
+			cell := strings.TrimSpace(rowEmail(rec, emailIdx))
+			if cell == "" {
+				continue
+			}
+			if !add(cell) {
+				return nil, bad(fmt.Sprintf("row %d", rec.Row), cell)
+			}
+		}
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(strings.TrimPrefix(sc.Text(), "\ufeff"))
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !add(line) {
+			return nil, bad(fmt.Sprintf("line %d", n), line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, withCode(exitUsage, fmt.Errorf("--suppress %s: %w", path, err))
+	}
+	return out, nil
+}
+
+// joinNotes joins two notes about a row for its result's error column.
+func joinNotes(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
