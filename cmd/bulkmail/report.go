@@ -131,10 +131,10 @@ Rebuilds a result file from a journal without sending, or merges shard results
 	if j.Job().List != listID {
 		return usageErr("report: %s was written for a different version of %s", *journalPath, lf.list)
 	}
-	if rows, err := listRowsID(&lf); err != nil {
+	if rows, err := listRowsID(&lf, part); err != nil {
 		return err
 	} else if want := j.Job().Rows; want != "" && want != rows {
-		return usageErr("report: %s was written for other recipients of %s (another --sheet or --email-column)", *journalPath, lf.list)
+		return usageErr("report: %s was written for other recipients of %s (another --sheet, --email-column or --shard)", *journalPath, lf.list)
 	}
 	counts, err := writeResult(*result, &lf, j, part, "not attempted")
 	if err != nil {
@@ -145,7 +145,7 @@ Rebuilds a result file from a journal without sending, or merges shard results
 }
 
 // listRowsID opens the list as lf says and returns rowsID for it.
-func listRowsID(lf *listFlags) (string, error) {
+func listRowsID(lf *listFlags, part shard) (string, error) {
 	lo, err := lf.listOptions()
 	if err != nil {
 		return "", err
@@ -155,5 +155,5 @@ func listRowsID(lf *listFlags) (string, error) {
 		return "", withCode(exitUsage, err)
 	}
 	defer list.Close()
-	return rowsID(list), nil
+	return rowsID(list, part), nil
 }

@@ -57,6 +57,24 @@ func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reas
 	if err != nil {
 		return nil, err
 	}
+	// Outcomes are paired with the list's rows by number, so only the list
+	// the journal was written for will do. An export renamed over the list
+	// during the run would put every outcome on the wrong row: it is
+	// checked before the list is read and again before the result replaces
+	// the old one, and then no result is written.
+	sameList := func() error {
+		id, err := hashFile(lf.list)
+		if err != nil {
+			return err
+		}
+		if want := j.Job().List; want != "" && id != want {
+			return fmt.Errorf("%s is no longer the list the journal was written for (replaced during the run?): no result written; the journal keeps every outcome: put the original list back and run bulkmail report", lf.list)
+		}
+		return nil
+	}
+	if err := sameList(); err != nil {
+		return nil, err
+	}
 	list, err := merge.OpenList(lf.list, lo)
 	if err != nil {
 		return nil, err
@@ -83,6 +101,10 @@ func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reas
 			res.Abort()
 			return nil, b.err
 		}
+	}
+	if err := sameList(); err != nil {
+		res.Abort()
+		return nil, err
 	}
 	if err := res.Close(); err != nil {
 		return nil, err

@@ -410,7 +410,6 @@ func TestReviewInDoubtForgetsEarlierAttempts(t *testing.T) {
 // does not know its shard) lists every other shard's rows as failed "not
 // attempted" and exits 0.
 func TestReviewReportShardJournalWithoutShard(t *testing.T) {
-	t.Skip("known bug: the journal does not yet know its shard")
 	dir := t.TempDir()
 	srv := startCapture(t, capture.Config{KeepInMemory: true})
 	list := writeList(t, dir, 10)
@@ -421,15 +420,19 @@ func TestReviewReportShardJournalWithoutShard(t *testing.T) {
 	}
 	out := filepath.Join(dir, "rebuilt.xlsx")
 	code, _, stderr := runCLI(t, "report", "--journal", result+".journal", "--list", list, "--result", out)
-	t.Logf("report without --shard: exit %d\n%s", code, stderr)
-	failed := 0
-	for _, r := range readResult(t, out) {
-		if r["status"] == "failed" {
-			failed++
-		}
+	if _, err := os.Stat(out); code != exitUsage || err == nil || !strings.Contains(stderr, "--shard") {
+		t.Errorf("report of a shard journal without --shard: exit %d, result written: %v; want a refusal (exit %d) naming --shard\n%s", code, err == nil, exitUsage, stderr)
 	}
-	if failed > 0 && code == 0 {
-		t.Errorf("report of a shard journal without --shard: %d rows of other shards shown as failed \"not attempted\", exit 0", failed)
+	// With its shard, the report is the shard's rows, all delivered.
+	code, _, stderr = runCLI(t, "report", "--journal", result+".journal", "--list", list, "--result", out, "--shard", "0/2")
+	rows := readResult(t, out)
+	if code != 0 || len(rows) == 0 || len(rows) == 10 {
+		t.Fatalf("report --shard 0/2: exit %d, %d rows\n%s", code, len(rows), stderr)
+	}
+	for _, r := range rows {
+		if r["status"] != "delivered" {
+			t.Errorf("report --shard 0/2: row %s %s", r["row"], r["status"])
+		}
 	}
 }
 
@@ -524,9 +527,12 @@ func TestReviewNewTemplateSameListSendsNothing(t *testing.T) {
 // renames a fresh file into place), the result pairs the old rows'
 // outcomes with the new file's rows.
 func TestReviewListReplacedDuringRun(t *testing.T) {
-	t.Skip("known bug: the result re-reads the list by path")
 	dir := t.TempDir()
 	list := writeList(t, dir, 3)
+	orig, err := os.ReadFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var once sync.Once
 	srv := startCapture(t, capture.Config{KeepInMemory: true, Data: func(m *capture.Message) *capture.Reply {
 		once.Do(func() {
@@ -545,6 +551,15 @@ func TestReviewListReplacedDuringRun(t *testing.T) {
 	t.Logf("exit %d\n%s", code, stderr)
 	for _, m := range srv.Messages() {
 		t.Logf("received for %v", m.To)
+	}
+	if _, err := os.Stat(result); code != exitAborted || err == nil || !strings.Contains(stderr, "no result written") {
+		t.Fatalf("list replaced during the run: exit %d, result written: %v; want exit %d and no result\n%s", code, err == nil, exitAborted, stderr)
+	}
+	// Every outcome is in the journal: with the original list back, report
+	// writes the result, each outcome on its own row.
+	writeFile(t, list, string(orig))
+	if code, _, stderr := runCLI(t, "report", "--journal", result+".journal", "--list", list, "--result", result); code != 0 {
+		t.Fatalf("report with the original list: exit %d\n%s", code, stderr)
 	}
 	for _, r := range readResult(t, result) {
 		t.Logf("result: row %s email=%s Email(list)=%s Name=%s status=%s", r["row"], r["email"], r["list Email"], r["Name"], r["status"])

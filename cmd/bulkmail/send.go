@@ -161,7 +161,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			return err
 		}
 	}
-	job, err := jobID(list, f.template)
+	job, err := jobID(list, shard, f.template)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
@@ -643,13 +643,13 @@ func (m *messageIDs) forRow(row int) string {
 // which of its sheets and columns give the recipients, and the template's
 // content. The encoding and delimiter are left out on purpose: fixing them
 // (--encoding, then --only invalid) is a resume of the same job.
-func jobID(list *merge.List, template string) (report.JobID, error) {
+func jobID(list *merge.List, part shard, template string) (report.JobID, error) {
 	var id report.JobID
 	var err error
 	if id.List, err = hashFile(list.Path()); err != nil {
 		return id, err
 	}
-	id.Rows = rowsID(list)
+	id.Rows = rowsID(list, part)
 	if template != "" {
 		if id.Template, err = hashFile(template); err != nil {
 			return id, err
@@ -658,10 +658,15 @@ func jobID(list *merge.List, template string) (report.JobID, error) {
 	return id, nil
 }
 
-// rowsID identifies how recipients are read from a list: the sheet and the
-// email column's position (the list's content is identified apart).
-func rowsID(list *merge.List) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "sheet=%s\x00email=%d", list.Sheet(), list.EmailIndex()))
+// rowsID identifies which recipients a job takes from a list: the sheet,
+// the email column's position and the shard (the list's content is
+// identified apart).
+func rowsID(list *merge.List, part shard) string {
+	b := fmt.Appendf(nil, "sheet=%s\x00email=%d", list.Sheet(), list.EmailIndex())
+	if part.count > 1 {
+		b = fmt.Appendf(b, "\x00shard=%s", part)
+	}
+	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
 

@@ -27,7 +27,7 @@ var ErrListChanged = errors.New("journal was written for a different list")
 // ErrRowsChanged is returned (wrapped) by OpenJournal when the journal was
 // written for the same list read another way: another sheet or another
 // email column, so other recipients under the same row numbers.
-var ErrRowsChanged = errors.New("journal was written for other recipients of this list (another sheet or email column)")
+var ErrRowsChanged = errors.New("journal was written for other recipients of this list (another sheet, email column or shard)")
 
 // ErrTemplateChanged is returned (wrapped) by OpenJournal when the journal
 // was written for the same recipients with another template: most likely
