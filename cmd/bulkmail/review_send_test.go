@@ -273,7 +273,6 @@ func TestReviewDeferredCcIsDropped(t *testing.T) {
 // F8: --max-attempts is not a bound over all runs: a run that starts
 // under the bound does all of --retries+1 attempts.
 func TestReviewMaxAttemptsOvershoot(t *testing.T) {
-	t.Skip("known bug: --max-attempts does not yet bound the retries within a run")
 	dir := t.TempDir()
 	srv := startCapture(t, capture.Config{Rcpt: func(to string) *capture.Reply {
 		if strings.HasPrefix(to, "user2@") {

@@ -549,6 +549,10 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		}
 		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID, earlierAttempts: prev.Attempts, note: note})
 		job := &sender.Job{ID: rec.Row, Msg: &sender.Message{From: msg.From, To: msg.To, Data: msg.Data, UTF8: msg.UTF8}}
+		if m := r.flags.maxAttempts; m > 0 {
+			// wanted let the row through, so some of the budget is left.
+			job.MaxAttempts = m - prev.Attempts
+		}
 		select {
 		case jobs <- job:
 		case <-ctx.Done():

@@ -29,6 +29,10 @@ const (
 type Job struct {
 	ID  int // the caller's name for it (a row number)
 	Msg *Message
+	// MaxAttempts, if above zero, bounds the attempts at this message in
+	// this run below 1+PoolConfig.Retries: what is left of a budget kept
+	// across runs (bulkmail's --max-attempts).
+	MaxAttempts int
 
 	attempts int
 	first    time.Time
@@ -431,7 +435,7 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 	case err != nil:
 		p.maybeSlowDown(d)
 		stopped := p.connFailed(err)
-		if stopped || j.attempts > p.cfg.Retries {
+		if stopped || !p.mayRetry(j) {
 			return p.finishIn(ch, j, Failed, c.ID(), err)
 		}
 		// Not delivered: try again at once on a new connection.
@@ -441,7 +445,7 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 	p.maybeSlowDown(d)
 	status, reason := classify(d)
 	j.lastErr = reason
-	if status == Deferred && j.attempts <= p.cfg.Retries && ctx.Err() == nil {
+	if status == Deferred && p.mayRetry(j) && ctx.Err() == nil {
 		wait := p.cfg.RetryWait << (j.attempts - 1)
 		if wait > p.cfg.RetryMaxWait || wait <= 0 {
 			wait = p.cfg.RetryMaxWait
@@ -449,6 +453,15 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		return p.retryIn(ch, j, Deferred, c.ID(), reason, time.Now().Add(wait))
 	}
 	return p.finishIn(ch, j, status, c.ID(), reason)
+}
+
+// mayRetry reports whether j, tried j.attempts times, may be tried again.
+func (p *Pool) mayRetry(j *Job) bool {
+	limit := 1 + p.cfg.Retries
+	if j.MaxAttempts > 0 {
+		limit = min(limit, j.MaxAttempts)
+	}
+	return j.attempts < limit
 }
 
 // maybeSlowDown halves the shared rate when a reply says the server is
