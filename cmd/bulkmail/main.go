@@ -35,7 +35,8 @@ loopback port and writes each message to outbox/: nothing leaves the machine.
 // exitStatuses is the table in usage, every subcommand's -h and the README.
 const exitStatuses = `Exit status:
   0  every row was delivered (or skipped as a duplicate, suppressed or done before)
-  1  the run finished but some rows were not delivered (see the result file)
+  1  the run finished but some rows were not delivered, or a Cc/Bcc of a row was
+     refused (see the result file)
   2  usage or input error, found before anything was sent
   3  aborted: server unreachable, authentication refused, TLS unavailable,
      too many connection failures, or the journal could not be written

@@ -275,10 +275,13 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	if f.url == "" && !f.dryRun {
 		logf("nothing left this machine: messages are in %s/", f.outbox)
 	}
+	if n := run.partial.Load(); n > 0 {
+		logf("%d rows reached their main recipient but not every Cc/Bcc: the refused ones are named in the error column and are not retried", n)
+	}
 	switch {
 	case runErr != nil:
 		return classifyRunError(runErr)
-	case counts.undelivered() > 0:
+	case counts.undelivered() > 0 || run.partial.Load() > 0:
 		return &exitError{code: exitUndelivered}
 	}
 	return nil
@@ -311,9 +314,10 @@ type sendRun struct {
 	spillDir   string // where duplicate detection keeps what outgrows memory
 
 	alreadyDone int
-	exhausted   int         // rows not tried again: --max-attempts used up
-	pending     sync.Map    // row -> *pendingRow, while a message is with the pool
-	closing     atomic.Bool // set when the grace period ends: no more commits
+	exhausted   int          // rows not tried again: --max-attempts used up
+	pending     sync.Map     // row -> *pendingRow, while a message is with the pool
+	closing     atomic.Bool  // set when the grace period ends: no more commits
+	partial     atomic.Int64 // rows delivered, but a Cc or Bcc of theirs refused
 }
 
 type pendingRow struct {
@@ -369,6 +373,10 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 			o := outcomeOf(res, p)
 			if err := r.record(o, res.Lazy); err != nil {
 				return err
+			}
+			var partial *sender.PartialError
+			if errors.As(res.Err, &partial) {
+				r.partial.Add(1)
 			}
 			r.progress.add(o.Status)
 			return nil

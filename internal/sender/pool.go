@@ -443,7 +443,7 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 	}
 	p.consecutive.Store(0)
 	p.maybeSlowDown(d)
-	status, reason := classify(d)
+	status, reason := classify(d, j.Msg.To)
 	j.lastErr = reason
 	if status == Deferred && p.mayRetry(j) && ctx.Err() == nil {
 		wait := p.cfg.RetryWait << (j.attempts - 1)
@@ -521,7 +521,7 @@ func (p *Pool) retryIn(ch *chain, j *Job, s Status, conn int, reason error, due 
 
 // classify reads the status from the replies of a transaction the server
 // answered in full. Only the first recipient decides: it is the row's.
-func classify(d Delivery) (Status, error) {
+func classify(d Delivery, to []string) (Status, error) {
 	decisive := []struct {
 		name string
 		r    Reply
@@ -535,18 +535,45 @@ func classify(d Delivery) (Status, error) {
 		}
 	}
 	if d.Data.Code/100 == 2 {
-		var extra []string
+		var pe PartialError
 		for i, r := range d.Rcpt[1:] {
 			if !r.Positive() {
-				extra = append(extra, fmt.Sprintf("recipient %d refused: %s", i+2, r))
+				var addr string
+				if i+1 < len(to) {
+					addr = to[i+1]
+				}
+				pe.Refused = append(pe.Refused, RefusedRecipient{Index: i + 1, Addr: addr, Reply: r})
 			}
 		}
-		if len(extra) > 0 {
-			return Delivered, fmt.Errorf("%v", extra)
+		if len(pe.Refused) > 0 {
+			return Delivered, &pe
 		}
 		return Delivered, nil
 	}
 	return Failed, fmt.Errorf("sender: transaction ended without a reply to the data")
+}
+
+// PartialError is the reason of a Delivered result whose message reached
+// its first recipient but not every other one (a Cc or Bcc refused at
+// RCPT). Those recipients are not retried: the message went out, and a
+// second transaction for them alone would be a message of its own.
+type PartialError struct {
+	Refused []RefusedRecipient
+}
+
+// RefusedRecipient is one envelope recipient a server refused.
+type RefusedRecipient struct {
+	Index int // in Message.To
+	Addr  string
+	Reply Reply
+}
+
+func (e *PartialError) Error() string {
+	parts := make([]string, len(e.Refused))
+	for i, r := range e.Refused {
+		parts[i] = fmt.Sprintf("recipient %d refused: %s (%s, not retried)", r.Index+1, r.Reply, r.Addr)
+	}
+	return "[" + strings.Join(parts, "; ") + "]"
 }
 
 func (p *Pool) finishIn(ch *chain, j *Job, s Status, conn int, reason error) bool {
