@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Limits from RFC 5321 4.5.3.1: local part, domain, and the whole path
@@ -39,19 +40,34 @@ func NormalizeAddress(s string) (addr string, utf8Local bool, err error) {
 
 // AddressKey returns the key under which two addresses count as duplicates:
 // the local part as-is (RFC 5321 lets the receiving host treat case in it as
-// significant) and the domain lower-cased.
+// significant) but in Unicode normal form C, so that "josé" typed with a
+// combining accent is the same mailbox as with a precomposed é (RFC 6530
+// section 10.1 expects servers to treat them alike), and the domain
+// lower-cased. An ASCII or already NFC address keeps its key.
 func AddressKey(addr string) string {
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
 		return addr
 	}
-	d := addr[i+1:]
+	local, d := addr[:i], addr[i+1:]
+	if !isASCII(local) {
+		local = norm.NFC.String(local)
+	}
 	ld := strings.ToLower(d)
-	if ld == d {
+	if ld == d && local == addr[:i] {
 		// The usual case, a normalised address: no new string.
 		return addr
 	}
-	return addr[:i+1] + ld
+	return local + "@" + ld
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // parseAddressList is mail.ParseAddressList, with the answer for a bare

@@ -91,11 +91,20 @@ func TestAddressKey(t *testing.T) {
 		{"a@x.org", "a@X.ORG", true},
 		{"A@x.org", "a@x.org", false},
 		{`"a b"@x.org`, `"a b"@X.org`, true},
+		{"jos\u00e9@x.org", "jose\u0301@x.org", true},        // NFC and NFD
+		{"jos\u00e9@x.org", "jose\u0301@X.ORG", true},        // and the domain's case
+		{"jos\u00e9@x.org", "Jos\u00e9@x.org", false},        // the local part's case counts
+		{"\u0041\u030a@x.org", "\u00c5@x.org", true},         // Å composed
+		{"q\u0323\u0307@x.org", "q\u0307\u0323@x.org", true}, // combining marks reordered
 	}
 	for _, tt := range tests {
 		if got := AddressKey(tt.a) == AddressKey(tt.b); got != tt.same {
 			t.Errorf("AddressKey(%q) == AddressKey(%q): got %v, want %v", tt.a, tt.b, got, tt.same)
 		}
+	}
+	// An ASCII, normalised address is its own key, with no copy made.
+	if a := "ann@example.org"; AddressKey(a) != a {
+		t.Errorf("AddressKey(%q) = %q", a, AddressKey(a))
 	}
 }
 
