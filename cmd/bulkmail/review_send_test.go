@@ -1,8 +1,9 @@
 package main
 
-// Reproductions from the orchestration/resume review (FINDINGS.md). Each
-// test asserts the behaviour the README promises; a failing test is a
-// finding.
+// Regression tests from a review of the orchestration and resume logic
+// (2026-11-25). Each began as a reproduction of a way to lose a row, send a
+// message twice or put the wrong outcome on a row, and now asserts the
+// behaviour the README promises.
 
 import (
 	"os"

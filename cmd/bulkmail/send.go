@@ -134,11 +134,15 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			f.result = strings.TrimSuffix(f.result, ext) + ".dry-run" + ext
 		}
 	}
-	if f.journal == "" {
+	journalSet := f.journal != ""
+	if !journalSet {
 		f.journal = f.result + ".journal"
 	}
 	if f.dryRun {
 		if _, err := os.Stat(f.journal); err == nil {
+			if journalSet {
+				return usageErr("--dry-run --journal %s: that is a real run's journal (a dry run keeps its own, and would write the result %s); leave --journal out, and choose a --result that no real run uses", f.journal, f.result)
+			}
 			return usageErr("--dry-run --result %s: that is the result of a real run (it has the journal %s); choose another --result", f.result, f.journal)
 		}
 	}
