@@ -757,7 +757,7 @@ func (x *xlsxFast) value(t string, style int, v string, hasIS bool, is string) (
 		return v, nil
 	case "inlineStr":
 		if hasIS {
-			return x.text(bstr(is), kind)
+			return x.text(is, kind)
 		}
 		return x.text(v, kind)
 	}
@@ -772,16 +772,14 @@ func (x *xlsxFast) value(t string, style int, v string, hasIS bool, is string) (
 func (x *xlsxFast) text(s string, kind styleKind) (string, error) {
 	if kind == stylePlain || kind == styleGeneral && s != "" {
 		if strings.Contains(s, "_x") {
+			// excelize decodes _xHHHH_ escapes (bstrUnmarshal); such text
+			// is left to it.
 			return "", errXLSXUnsupported
 		}
 		return s, nil
 	}
 	return "", errXLSXUnsupported
 }
-
-// bstr stands for excelize's bstrUnmarshal, which decodes _xHHHH_ escapes;
-// a string that has one is left to excelize (text reports it).
-func bstr(s string) string { return s }
 
 // excelNumber is getCellDefault: a numeric value is rewritten in plain
 // notation, or rounded to 15 significant digits when it has more.
