@@ -367,13 +367,22 @@ func TestShardsCoverEveryRowOnceAndMerge(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"every shard", parts, exitOK, "has a row for every row of"},
 		{"a shard missing", parts[:2], exitUsage, "rows of the list have no result"},
+		{"every shard", parts, exitOK, "every row of " + list + " has exactly one result"},
 	} {
 		out := filepath.Join(dir, "checked.xlsx")
 		code, _, stderr := runCLI(t, append([]string{"report", "--merge", out, "--list", list}, tc.parts...)...)
 		if code != tc.wantCode || !strings.Contains(stderr, tc.wantErr) {
 			t.Errorf("%s: exit %d, want %d, with %q in stderr:\n%s", tc.name, code, tc.wantCode, tc.wantErr, stderr)
+		}
+		// A failed check leaves no file where the whole merge is
+		// expected, and no temporary file either.
+		_, err := os.Stat(out)
+		if exists := err == nil; exists != (tc.wantCode == exitOK) {
+			t.Errorf("%s: %s exists: %v", tc.name, out, exists)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, ".bulkmail-merge-*")); len(left) != 0 {
+			t.Errorf("%s: left %v", tc.name, left)
 		}
 	}
 }

@@ -71,7 +71,7 @@ func (f *listFlags) register(fs *flag.FlagSet) {
 // registerList adds only the flags that say how to read the list: all
 // report needs to rebuild a result.
 func (f *listFlags) registerList(fs *flag.FlagSet) {
-	fs.StringVar(&f.list, "list", "", "recipient list, .csv or .xlsx (required)")
+	fs.StringVar(&f.list, "list", "", "recipient list, .csv or .xlsx")
 	fs.StringVar(&f.emailColumn, "email-column", "email", "column holding each recipient's address")
 	fs.StringVar(&f.delimiter, "delimiter", "", "CSV delimiter: ',', ';', 'tab' (default: detected)")
 	fs.StringVar(&f.encoding, "encoding", "", "CSV character set: utf-8, utf-16, gb18030, gbk, shift_jis, windows-1252, latin1 (default utf-8)")

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -53,11 +55,17 @@ func checkMergedRows(path string, lf *listFlags, stderr io.Writer) error {
 	}
 	missing := slices.Sorted(maps.Keys(want))
 	if len(missing) == 0 && len(extra) == 0 {
-		fmt.Fprintf(stderr, "bulkmail: %s has a row for every row of %s\n", path, lf.list)
+		fmt.Fprintf(stderr, "bulkmail: every row of %s has exactly one result\n", lf.list)
 		return nil
 	}
-	return usageErr("report --merge: %s does not match %s: %d rows of the list have no result (%s) and %d results have no row in the list (%s); is a shard's result missing, or from another list?",
-		path, lf.list, len(missing), firstRows(missing), len(extra), firstRows(extra))
+	var why []string
+	if len(missing) > 0 {
+		why = append(why, fmt.Sprintf("%d rows of the list have no result (%s)", len(missing), firstRows(missing)))
+	}
+	if len(extra) > 0 {
+		why = append(why, fmt.Sprintf("%d results have no row in the list (%s)", len(extra), firstRows(extra)))
+	}
+	return usageErr("report --merge: the shard results do not match %s: %s; is a shard's result missing, or from another list? Nothing written", lf.list, strings.Join(why, " and "))
 }
 
 // firstRows lists up to ten row numbers.
@@ -103,13 +111,26 @@ Rebuilds a result file from a journal without sending, or merges shard results
 		if fs.NArg() == 0 {
 			return usageErr("report --merge OUT: name the shard result files to merge after the flags")
 		}
-		if err := report.MergeResults(*mergeOut, fs.Args()...); err != nil {
+		out := *mergeOut
+		if lf.list != "" {
+			// Merged beside OUT and checked before it takes OUT's place: a
+			// merge that misses a shard must not leave a short file where
+			// the whole one is expected.
+			out = filepath.Join(filepath.Dir(*mergeOut), fmt.Sprintf(".bulkmail-merge-%d%s", os.Getpid(), filepath.Ext(*mergeOut)))
+			defer os.Remove(out)
+		}
+		if err := report.MergeResults(out, fs.Args()...); err != nil {
 			return withCode(exitUsage, err)
 		}
-		fmt.Fprintf(stderr, "bulkmail: merged %d result files into %s\n", fs.NArg(), *mergeOut)
 		if lf.list != "" {
-			return checkMergedRows(*mergeOut, &lf, stderr)
+			if err := checkMergedRows(out, &lf, stderr); err != nil {
+				return err
+			}
+			if err := os.Rename(out, *mergeOut); err != nil {
+				return withCode(exitAborted, err)
+			}
 		}
+		fmt.Fprintf(stderr, "bulkmail: merged %d result files into %s\n", fs.NArg(), *mergeOut)
 		return nil
 	}
 	if *journalPath == "" || lf.list == "" {

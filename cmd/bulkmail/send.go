@@ -186,9 +186,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	case errors.Is(err, report.ErrListChanged):
 		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as --suppress", journalPath, f.list, err))
 	case errors.Is(err, report.ErrRowsChanged):
-		return withCode(exitUsage, fmt.Errorf("%s: %w; nothing sent. Other recipients need their own --result (or --journal); --journal-reset starts this one over and sends EVERY row (the old journal is kept)", journalPath, err))
+		return withCode(exitUsage, fmt.Errorf("the journal %s was written for other recipients of %s (another --sheet, --email-column or --shard); nothing sent. Other recipients need their own --result (or --journal); --journal-reset starts this one over and sends EVERY row (the old journal is kept)", journalPath, f.list))
 	case errors.Is(err, report.ErrTemplateChanged):
-		return withCode(exitUsage, fmt.Errorf("%s: %w (%s); nothing sent. A new campaign to this list needs its own --result (or --journal), or --journal-reset to start this one over (the old journal is kept); to finish the same campaign with a corrected template, add --template-edited", journalPath, err, f.template))
+		return withCode(exitUsage, fmt.Errorf("the journal %s was written with a template other than %s; nothing sent. A new campaign to this list needs its own --result (or --journal), or --journal-reset to start this one over (the old journal is kept); to finish the same campaign with a corrected template, add --template-edited", journalPath, f.template))
 	case err != nil:
 		return withCode(exitAborted, err)
 	}
@@ -273,7 +273,10 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			logf("%d rows were not tried again: they used their %d attempts (--max-attempts)", run.exhausted, f.maxAttempts)
 		}
 		if run.alreadyDone > 0 {
-			logf("%d rows were settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid,skipped retries only rows never sent)", run.alreadyDone)
+			logf("%d rows were settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid retries the invalid rows, none of which was sent)", run.alreadyDone)
+		}
+		if n := counts[report.InDoubt]; n > 0 && !f.resendInDoubt {
+			logf("%d rows are in_doubt: their message went out but no reply was recorded, so they may have been delivered; they are not sent again unless you add --resend-in-doubt (they keep their Message-ID)", n)
 		}
 	}
 	if f.url == "" && !f.dryRun {
