@@ -22,9 +22,10 @@ import (
 	"golang.org/x/text/transform"
 )
 
-// Bounds against zip bombs: the whole unzipped workbook may not pass
-// xlsxUnzipLimit, and a worksheet larger than xlsxXMLLimit is spilled to a
-// temporary file and streamed instead of held in memory.
+// Bounds against zip bombs (xlsxLimits): the whole unzipped workbook may
+// not pass xlsxUnzipLimit, and no part larger than xlsxXMLLimit is held in
+// memory (excelize spills such a worksheet to a temporary file, the fast
+// reader streams it).
 const (
 	xlsxUnzipLimit = 2 << 30
 	xlsxXMLLimit   = 16 << 20
@@ -87,19 +88,20 @@ type List struct {
 // empty, or no column matches opts.EmailColumn (that error wraps
 // ErrMissingColumn).
 func OpenList(path string, opts ListOptions) (*List, error) {
-	return openList(path, opts, true)
+	return openList(path, opts, true, xlsxLimits{unzip: xlsxUnzipLimit, part: xlsxXMLLimit})
 }
 
 // openList is OpenList; fast false reads XLSX through excelize only, so
-// that tests can compare the two readers.
-func openList(path string, opts ListOptions, fast bool) (*List, error) {
+// that tests can compare the two readers, and lim lets them shrink the
+// limits.
+func openList(path string, opts ListOptions, fast bool, lim xlsxLimits) (*List, error) {
 	l := &List{path: path, name: filepath.Base(path)}
 	var err error
 	switch ext := strings.ToLower(filepath.Ext(path)); ext {
 	case ".csv", ".txt", ".tsv":
 		err = l.openCSV(opts)
 	case ".xlsx", ".xlsm":
-		err = l.openXLSX(opts, fast)
+		err = l.openXLSX(opts, fast, lim)
 	default:
 		return nil, fmt.Errorf("merge: %s: unknown list type %q (want .csv, .txt, .tsv or .xlsx)", l.name, ext)
 	}
@@ -367,37 +369,22 @@ func detectDelimiter(r *bufio.Reader) rune {
 	return rune(best)
 }
 
-func (l *List) openXLSX(opts ListOptions, fast bool) error {
-	f, err := excelize.OpenFile(l.path, excelize.Options{
-		UnzipSizeLimit:    xlsxUnzipLimit,
-		UnzipXMLSizeLimit: xlsxXMLLimit,
-	})
-	if err != nil {
-		return fmt.Errorf("merge: %s: %w", l.name, err)
-	}
+func (l *List) openXLSX(opts ListOptions, fast bool, lim xlsxLimits) error {
 	if fast {
-		// excelize has opened the file, so its errors on open and its
-		// size limits still apply; the fast reader either takes the whole
-		// list or none of it.
-		x, rows, err := openXLSXFast(l.path, f, opts.Sheet)
-		if err == nil {
-			f.Close()
+		// The fast reader takes the whole list or none of it, and none of
+		// any file excelize would not open: then excelize opens it below
+		// and gives its own error.
+		if x, err := openXLSXFast(l.path, opts.Sheet, lim); err == nil {
 			l.xlsxFast = true
 			l.sheet = x.sheet
-			l.next = rows.listNext
-			l.closer = func() error {
-				err := rows.Close()
-				if cerr := x.Close(); err == nil {
-					err = cerr
-				}
-				return err
-			}
+			l.next = x.next
+			l.closer = x.Close
 			return nil
 		}
-		if !errors.Is(err, errXLSXUnsupported) {
-			f.Close()
-			return fmt.Errorf("merge: %s: %w", l.name, err)
-		}
+	}
+	f, err := excelize.OpenFile(l.path, lim.excelize())
+	if err != nil {
+		return fmt.Errorf("merge: %s: %w", l.name, err)
 	}
 	sheet, err := pickSheet(f.GetSheetList(), opts.Sheet, func(s string) bool { return sheetHasData(f, s) })
 	if err != nil {

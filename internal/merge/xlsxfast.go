@@ -3,11 +3,10 @@ package merge
 import (
 	"archive/zip"
 	"bytes"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
-	"path"
+	"os"
 	"strconv"
 	"strings"
 
@@ -19,11 +18,12 @@ import (
 // message does. It reads the worksheet straight from the zip with xmlScan
 // and must show every cell exactly as excelize's Rows.Columns does, so it
 // is only used when it can be sure of that: before the first row is
-// returned, it reads the shared strings and scans the whole worksheet once,
-// and anything it does not handle (a number format other than General on a
-// number, a date cell, rich text, a comment, an unusual encoding, rows out
-// of order, ...) sends the whole list through excelize instead. excelize
-// still opens the workbook first, so every error it gives on open is kept.
+// returned, it opens the workbook as excelize would (xlsxpkg.go), reads the
+// shared strings and scans the whole worksheet once, and anything it does
+// not handle (a number format other than General on a number, a date cell,
+// rich text, a comment, an unusual encoding, rows out of order, a file
+// excelize would not open, ...) sends the whole list through excelize
+// instead.
 
 // styleKind is what excelize's formattedValue does with a cell's style.
 type styleKind uint8
@@ -34,108 +34,114 @@ const (
 	styleFormatted                  // another format: only excelize renders it
 )
 
-// xlsxFast reads one worksheet of a workbook that excelize has opened.
+// xlsxFast reads one worksheet of a workbook.
 type xlsxFast struct {
-	zr     *zip.ReadCloser
+	file   *os.File
+	zr     *zip.Reader
+	lim    xlsxLimits
 	files  map[string]*zip.File // by name as excelize normalises it
+	done   map[*zip.File]bool   // parts unpacked to their end without error
 	styles []styleKind          // by cellXfs index
 	sst    *sharedStrings       // nil if the workbook has none
 	sheet  string               // the sheet read
+
+	// The rows come from store when the pre-scan kept them all, else
+	// from rows, a second pass over the worksheet.
+	store *rowStore
+	rows  *fastRows
 }
 
-// openXLSXFast prepares the fast reader for the sheet that pickSheet chooses
-// for want. It returns errXLSXUnsupported when excelize must read the list,
-// and other errors only for failures excelize would not have (it has
-// opened the same file already).
-func openXLSXFast(filePath string, f *excelize.File, want string) (*xlsxFast, *fastRows, error) {
-	zr, err := zip.OpenReader(filePath)
+func (x *xlsxFast) open(want string) error {
+	if err := x.openZip(); err != nil {
+		return err
+	}
+	// meta only holds the parts excelize decodes on open, in its types.
+	var meta excelize.File
+	names, parts, err := x.readWorkbook(&meta)
 	if err != nil {
-		return nil, nil, errXLSXUnsupported
+		return err
 	}
-	x := &xlsxFast{zr: zr, files: make(map[string]*zip.File, len(zr.File))}
-	rows, err := x.open(f, want)
-	if err != nil {
-		zr.Close()
-		return nil, nil, err
-	}
-	return x, rows, nil
-}
-
-func (x *xlsxFast) open(f *excelize.File, want string) (*fastRows, error) {
-	for _, zf := range x.zr.File {
-		// The names excelize stores parts under (ReadZipReader).
-		name := strings.ReplaceAll(zf.Name, "\\", "/")
-		switch strings.ToLower(name) {
-		case "[content_types].xml":
-			name = "[Content_Types].xml"
-		case "xl/sharedstrings.xml":
-			name = "xl/sharedStrings.xml"
-		}
-		if _, dup := x.files[name]; dup {
-			return nil, errXLSXUnsupported
-		}
-		x.files[name] = zf
-	}
-	x.styles = styleKinds(f)
-	paths, err := x.sheetPaths(f)
-	if err != nil {
-		return nil, err
-	}
+	x.styles = styleKinds(&meta)
 	if zf := x.files["xl/sharedStrings.xml"]; zf != nil {
-		if x.sst, err = readSharedStrings(zf); err != nil {
-			return nil, err
+		if x.sst, err = x.readSharedStrings(zf); err != nil {
+			return err
 		}
 	}
 	// Sheet choice as pickSheet makes it; "has data" is decided by this
 	// reader, which gives up rather than guess.
 	var scanErr error
-	sheet, err := pickSheet(f.GetSheetList(), want, func(s string) bool {
-		ok, err := x.sheetHasData(paths[s])
+	sheet, err := pickSheet(names, want, func(s string) bool {
+		ok, err := x.sheetHasData(parts[s])
 		if err != nil && scanErr == nil {
 			scanErr = err
 		}
 		return ok
 	})
 	if scanErr != nil {
-		return nil, scanErr
+		return scanErr
 	}
 	if err != nil {
 		// excelize gives the same error; let it.
-		return nil, errXLSXUnsupported
+		return errXLSXUnsupported
 	}
 	x.sheet = sheet
-	zf := x.files[paths[sheet]]
+	zf := parts[sheet]
+	if err := x.drainRest(zf); err != nil {
+		return err
+	}
 	// The pre-scan: if any row would need excelize, all of them do.
-	if err := x.scanSheet(zf); err != nil {
-		return nil, err
+	if x.store, err = x.scanSheet(zf); err != nil {
+		return err
 	}
-	rc, err := zf.Open()
-	if err != nil {
-		return nil, errXLSXUnsupported
+	if x.store == nil {
+		rc, err := zf.Open()
+		if err != nil {
+			return errXLSXUnsupported
+		}
+		x.rows = newFastRows(x, rc, rc.Close)
 	}
-	return newFastRows(x, rc, rc.Close), nil
+	return nil
 }
 
-// Close releases the zip file.
-func (x *xlsxFast) Close() error { return x.zr.Close() }
+// next is List.next.
+func (x *xlsxFast) next() (int, []string, error, error) {
+	if x.store != nil {
+		return x.store.listNext()
+	}
+	return x.rows.listNext()
+}
+
+// Close releases the file.
+func (x *xlsxFast) Close() error {
+	var err error
+	if x.rows != nil {
+		err = x.rows.Close()
+	}
+	x.store = nil
+	if cerr := x.file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // styleKinds classifies each cell format as excelize's formattedValue
 // would treat it. A custom format with ID 0 overrides General there, so it
-// makes every style formatted.
-func styleKinds(f *excelize.File) []styleKind {
-	if f.Styles == nil || f.Styles.CellXfs == nil {
+// makes every style formatted. meta holds excelize's decoded styles part.
+func styleKinds(meta *excelize.File) []styleKind {
+	ss := meta.Styles
+	if ss == nil || ss.CellXfs == nil {
 		return nil
 	}
 	custom0 := false
-	if f.Styles.NumFmts != nil {
-		for _, nf := range f.Styles.NumFmts.NumFmt {
+	if ss.NumFmts != nil {
+		for _, nf := range ss.NumFmts.NumFmt {
 			if nf != nil && nf.NumFmtID == 0 {
 				custom0 = true
 			}
 		}
 	}
-	kinds := make([]styleKind, len(f.Styles.CellXfs.Xf))
-	for i, xf := range f.Styles.CellXfs.Xf {
+	kinds := make([]styleKind, len(ss.CellXfs.Xf))
+	for i, xf := range ss.CellXfs.Xf {
 		kinds[i] = styleFormatted
 		if (xf.NumFmtID == nil || *xf.NumFmtID == 0) && !custom0 {
 			kinds[i] = styleGeneral
@@ -151,85 +157,10 @@ func (x *xlsxFast) styleOf(s int) styleKind {
 	return x.styles[s]
 }
 
-// sheetPaths maps each sheet name to its part in the zip, following the
-// package and workbook relationships as excelize does (getSheetMap). Names
-// that differ only in case make excelize's choice depend on map order, so
-// they are errXLSXUnsupported, as is any sheet whose part is missing.
-func (x *xlsxFast) sheetPaths(f *excelize.File) (map[string]string, error) {
-	if f.WorkBook == nil {
-		return nil, errXLSXUnsupported
-	}
-	type rel struct {
-		ID     string `xml:"Id,attr"`
-		Target string `xml:"Target,attr"`
-		Type   string `xml:"Type,attr"`
-	}
-	readRels := func(name string) ([]rel, error) {
-		data, ok := f.Pkg.Load(name)
-		b, isBytes := data.([]byte)
-		if !ok || !isBytes || bytes.Contains(b, []byte("purl.oclc.org")) {
-			return nil, errXLSXUnsupported
-		}
-		var v struct {
-			Rel []rel `xml:"Relationship"`
-		}
-		if err := xml.Unmarshal(b, &v); err != nil {
-			return nil, errXLSXUnsupported
-		}
-		return v.Rel, nil
-	}
-	pkgRels, err := readRels("_rels/.rels")
-	if err != nil {
-		return nil, err
-	}
-	wbPath := ""
-	for _, r := range pkgRels {
-		if r.Type == excelize.SourceRelationshipOfficeDocument {
-			wbPath = strings.TrimPrefix(r.Target, "/")
-			break
-		}
-	}
-	wbRelsPath := "_rels/" + path.Base(wbPath) + ".rels"
-	if dir := path.Dir(wbPath); dir != "." {
-		wbRelsPath = strings.TrimPrefix(dir+"/_rels/"+path.Base(wbPath)+".rels", "/")
-	}
-	wbRels, err := readRels(wbRelsPath)
-	if err != nil {
-		return nil, err
-	}
-	paths := map[string]string{}
-	folded := map[string]bool{}
-	for _, sh := range f.WorkBook.Sheets.Sheet {
-		key := strings.ToLower(sh.Name)
-		if folded[key] {
-			return nil, errXLSXUnsupported
-		}
-		folded[key] = true
-		p := ""
-		for _, r := range wbRels {
-			if r.ID == sh.ID {
-				if strings.HasPrefix(r.Target, "/") {
-					p = strings.TrimPrefix(path.Clean(r.Target), "/")
-				} else {
-					p = strings.TrimPrefix(path.Clean(path.Dir(wbPath)+"/"+r.Target), "/")
-				}
-			}
-		}
-		if p == "" || x.files[p] == nil || strings.Contains(p, "\\") {
-			return nil, errXLSXUnsupported
-		}
-		paths[sh.Name] = p
-	}
-	return paths, nil
-}
-
 // sheetHasData reports whether the sheet has a non-blank row, reading only
-// up to the first one.
-func (x *xlsxFast) sheetHasData(name string) (bool, error) {
-	zf := x.files[name]
-	if zf == nil {
-		return false, errXLSXUnsupported
-	}
+// up to the first one, or all of it when it has none (excelize counts a
+// row element after sheetData too).
+func (x *xlsxFast) sheetHasData(zf *zip.File) (bool, error) {
 	rc, err := zf.Open()
 	if err != nil {
 		return false, errXLSXUnsupported
@@ -239,7 +170,7 @@ func (x *xlsxFast) sheetHasData(name string) (bool, error) {
 	for {
 		_, cells, err := r.next(true)
 		if err == io.EOF {
-			return false, nil
+			return false, r.checkTail()
 		}
 		if err != nil {
 			// A malformed sheet: excelize's answer depends on where.
@@ -251,34 +182,162 @@ func (x *xlsxFast) sheetHasData(name string) (bool, error) {
 	}
 }
 
-// scanSheet reads the whole sheet without keeping it and returns
-// errXLSXUnsupported if any part of it needs excelize. Malformed XML is
-// not a reason to give up: the fast reader reports it as an error when it
-// gets there, where excelize would stop without one.
-func (x *xlsxFast) scanSheet(zf *zip.File) error {
+// scanSheet reads the whole sheet and returns errXLSXUnsupported if any
+// part of it needs excelize. The rows are kept while they fit in
+// lim.part, the bound past which excelize would not hold the sheet in
+// memory either; then the list is served from that store, and the sheet
+// is unpacked and tokenized once. For a larger sheet it returns a nil
+// store, and the rows are read in a second pass. Malformed XML is not a
+// reason to give up: the fast reader reports it as an error when it gets
+// there, where excelize would stop without one.
+func (x *xlsxFast) scanSheet(zf *zip.File) (*rowStore, error) {
 	rc, err := zf.Open()
 	if err != nil {
-		return errXLSXUnsupported
+		return nil, errXLSXUnsupported
 	}
 	defer rc.Close()
+	st := &rowStore{limit: x.lim.part}
 	r := newFastRows(x, rc, nil)
 	for {
-		_, _, err := r.next(false)
+		num, cells, err := r.next(st != nil)
 		if err == io.EOF {
-			return r.checkTail()
+			if err := r.checkTail(); err != nil {
+				return nil, err
+			}
+			break
 		}
 		if errors.Is(err, errXLSXUnsupported) {
-			return err
+			return nil, err
 		}
 		if err != nil {
 			var me *malformedError
-			if errors.As(err, &me) {
-				return nil
+			if !errors.As(err, &me) {
+				// A read error (a corrupt zip entry): excelize fails on open.
+				return nil, errXLSXUnsupported
 			}
-			// A read error (a corrupt zip entry): excelize reports it on open.
-			return errXLSXUnsupported
+			// The rest must still unpack, or excelize fails on open.
+			if _, err := io.Copy(io.Discard, rc); err != nil {
+				return nil, errXLSXUnsupported
+			}
+			if st != nil {
+				st.err = err
+			}
+			break
+		}
+		if st != nil {
+			if st.add(num, cells) {
+				r.cells = cells[:0]
+			} else {
+				st = nil
+			}
 		}
 	}
+	if err := rc.Close(); err != nil {
+		return nil, errXLSXUnsupported
+	}
+	return st, nil
+}
+
+// rowStore holds the rows the pre-scan decoded, in three slices whose
+// capacities together stay within limit bytes.
+type rowStore struct {
+	data  []byte      // the cell values, back to back
+	ends  []uint32    // where each cell ends in data
+	rows  []storedRow // in file order
+	limit int64
+	used  int64 // bytes of capacity allocated
+	err   error // what reading stopped with after the last row, or nil
+	pos   int   // the next row to return
+}
+
+type storedRow struct {
+	num  int // the row number
+	last int // len(ends) after the row's cells
+}
+
+// add stores a row; false means it does not fit, and the store is to be
+// dropped.
+func (s *rowStore) add(num int, cells []string) bool {
+	n := 0
+	for _, c := range cells {
+		n += len(c)
+	}
+	var ok bool
+	if int64(len(s.data))+int64(n) > 1<<32-1 {
+		return false
+	}
+	if s.data, ok = reserve(s.data, n, 1, s); !ok {
+		return false
+	}
+	if s.ends, ok = reserve(s.ends, len(cells), 4, s); !ok {
+		return false
+	}
+	if s.rows, ok = reserve(s.rows, 1, storedRowSize, s); !ok {
+		return false
+	}
+	for _, c := range cells {
+		s.data = append(s.data, c...)
+		s.ends = append(s.ends, uint32(len(s.data)))
+	}
+	s.rows = append(s.rows, storedRow{num: num, last: len(s.ends)})
+	return true
+}
+
+// storedRowSize is the size of a storedRow on 64-bit platforms.
+const storedRowSize = 16
+
+// reserve returns b with room for n more elements of size bytes each,
+// growing by doubling but failing rather than take s past its limit.
+func reserve[T any](b []T, n int, size int64, s *rowStore) ([]T, bool) {
+	if len(b)+n <= cap(b) {
+		return b, true
+	}
+	c := max(2*cap(b), len(b)+n, 256)
+	room := (s.limit - s.used) / size
+	if int64(c-cap(b)) > room {
+		c = cap(b) + int(room)
+	}
+	if c < len(b)+n {
+		return b, false
+	}
+	nb := make([]T, len(b), c)
+	copy(nb, b)
+	s.used += int64(c-cap(b)) * size
+	return nb, true
+}
+
+// listNext returns the stored rows as List.next; the cells of a row share
+// one string.
+func (s *rowStore) listNext() (int, []string, error, error) {
+	if s.pos == len(s.rows) {
+		if s.err != nil {
+			return 0, nil, nil, fmt.Errorf("worksheet: %w", s.err)
+		}
+		return 0, nil, nil, io.EOF
+	}
+	first := 0
+	if s.pos > 0 {
+		first = s.rows[s.pos-1].last
+	}
+	row := s.rows[s.pos]
+	s.pos++
+	start := 0
+	if first > 0 {
+		start = int(s.ends[first-1])
+	}
+	end := start
+	if row.last > first {
+		end = int(s.ends[row.last-1])
+	}
+	str := string(s.data[start:end])
+	cells := make([]string, row.last-first)
+	at := 0
+	for i := range cells {
+		e := int(s.ends[first+i]) - start
+		cells[i] = str[at:e]
+		at = e
+	}
+	return row.num, cells, nil, nil
 }
 
 // fastRows streams the rows of one worksheet.
@@ -844,8 +903,8 @@ func refColumn(ref []byte) (int, error) {
 }
 
 // sharedStrings holds the decoded shared-string table in one block of
-// memory. Tables larger than xlsxXMLLimit are left to excelize, which
-// spills them to a temporary file.
+// memory. Tables larger than lim.part are left to excelize, which spills
+// them to a temporary file.
 type sharedStrings struct {
 	data []byte
 	ends []uint32
@@ -865,8 +924,8 @@ func (t *sharedStrings) get(i int) (string, error) {
 // element) are handled; rich text, phonetic runs and anything unusual are
 // errXLSXUnsupported, and so is malformed XML, because excelize then fails
 // or skips entries depending on the table's size.
-func readSharedStrings(zf *zip.File) (*sharedStrings, error) {
-	if zf.UncompressedSize64 > xlsxXMLLimit {
+func (x *xlsxFast) readSharedStrings(zf *zip.File) (*sharedStrings, error) {
+	if zf.UncompressedSize64 > uint64(x.lim.part) {
 		return nil, errXLSXUnsupported
 	}
 	rc, err := zf.Open()
@@ -874,7 +933,7 @@ func readSharedStrings(zf *zip.File) (*sharedStrings, error) {
 		return nil, errXLSXUnsupported
 	}
 	defer rc.Close()
-	s := newXMLScan(io.LimitReader(rc, xlsxXMLLimit+1))
+	s := newXMLScan(rc)
 	if err := s.skipProlog(); err != nil {
 		return nil, errXLSXUnsupported
 	}
@@ -983,9 +1042,10 @@ func readSharedStrings(zf *zip.File) (*sharedStrings, error) {
 			return nil, errXLSXUnsupported
 		}
 	}
-	if s.err != nil {
+	if s.err != nil || rc.Close() != nil {
 		return nil, errXLSXUnsupported
 	}
+	x.done[zf] = true
 	return sst, nil
 }
 
