@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkmail/bulkmail/internal/merge"
 	"github.com/bulkmail/bulkmail/internal/report"
+	"github.com/bulkmail/bulkmail/internal/sender"
 )
 
 // statusCounts counts result rows by status.
@@ -28,6 +29,13 @@ func (c statusCounts) String() string {
 		return "0 rows"
 	}
 	return fmt.Sprintf("%d rows: %s", total, strings.Join(parts, ", "))
+}
+
+// resultCounts are a result file's rows by status, and how many of the
+// delivered ones name a Cc or Bcc that was refused (and not retried).
+type resultCounts struct {
+	statusCounts
+	partial int
 }
 
 // undelivered counts rows that did not reach their recipient and were not
@@ -52,10 +60,10 @@ func (c statusCounts) undelivered() int {
 // goroutine reads the list, lookup workers read each row's journal record
 // (a read and a decode a row, the largest share), and this goroutine
 // writes the rows in list order as their batches complete.
-func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reason string) (statusCounts, error) {
+func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reason string) (resultCounts, error) {
 	lo, err := lf.listOptions()
 	if err != nil {
-		return nil, err
+		return resultCounts{}, err
 	}
 	// Outcomes are paired with the list's rows by number, so only the list
 	// the journal was written for will do. An export renamed over the list
@@ -73,41 +81,45 @@ func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reas
 		return nil
 	}
 	if err := sameList(); err != nil {
-		return nil, err
+		return resultCounts{}, err
 	}
 	list, err := merge.OpenList(lf.list, lo)
 	if err != nil {
-		return nil, err
+		return resultCounts{}, err
 	}
 	defer list.Close()
 	res, err := report.CreateResult(path, list.Header())
 	if err != nil {
-		return nil, err
+		return resultCounts{}, err
 	}
 	p := startLookups(list, j, part, reason)
 	// Every goroutine is done with list before the deferred Close.
 	defer p.stop()
-	counts := statusCounts{}
+	counts := resultCounts{statusCounts: statusCounts{}}
 	for b := range p.ordered {
 		<-b.done
 		for i := range b.recs {
 			if err := res.Write(b.outs[i], b.recs[i].Values); err != nil {
 				res.Abort()
-				return nil, err
+				return resultCounts{}, err
 			}
-			counts[b.outs[i].Status]++
+			o := &b.outs[i]
+			counts.statusCounts[o.Status]++
+			if o.Status == report.Delivered && sender.IsPartial(o.Error) {
+				counts.partial++
+			}
 		}
 		if b.err != nil {
 			res.Abort()
-			return nil, b.err
+			return resultCounts{}, b.err
 		}
 	}
 	if err := sameList(); err != nil {
 		res.Abort()
-		return nil, err
+		return resultCounts{}, err
 	}
 	if err := res.Close(); err != nil {
-		return nil, err
+		return resultCounts{}, err
 	}
 	return counts, nil
 }

@@ -33,7 +33,7 @@ func BenchmarkWriteResult(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					if counts[report.Delivered] != rows {
+					if counts.statusCounts[report.Delivered] != rows {
 						b.Fatalf("got %v, want %d delivered", counts, rows)
 					}
 				}

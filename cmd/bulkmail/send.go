@@ -165,7 +165,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			return err
 		}
 	}
-	job, err := jobID(list, shard, f.template)
+	job, err := jobID(list, shard, f.template, f.html)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
@@ -275,20 +275,20 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		if run.alreadyDone > 0 {
 			logf("%d rows were settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid retries the invalid rows, none of which was sent)", run.alreadyDone)
 		}
-		if n := counts[report.InDoubt]; n > 0 && !f.resendInDoubt {
+		if n := counts.statusCounts[report.InDoubt]; n > 0 && !f.resendInDoubt {
 			logf("%d rows are in_doubt: their message went out but no reply was recorded, so they may have been delivered; they are not sent again unless you add --resend-in-doubt (they keep their Message-ID)", n)
 		}
 	}
 	if f.url == "" && !f.dryRun {
 		logf("nothing left this machine: messages are in %s/", f.outbox)
 	}
-	if n := run.partial.Load(); n > 0 {
-		logf("%d rows reached their main recipient but not every Cc/Bcc: the refused ones are named in the error column and are not retried", n)
+	if counts.partial > 0 {
+		logf("%d rows reached their main recipient but not every Cc/Bcc: the refused ones are named in the error column and are not retried", counts.partial)
 	}
 	switch {
 	case runErr != nil:
 		return classifyRunError(runErr)
-	case counts.undelivered() > 0 || run.partial.Load() > 0:
+	case counts.undelivered() > 0 || counts.partial > 0:
 		return &exitError{code: exitUndelivered}
 	}
 	return nil
@@ -321,10 +321,9 @@ type sendRun struct {
 	spillDir   string // where duplicate detection keeps what outgrows memory
 
 	alreadyDone int
-	exhausted   int          // rows not tried again: --max-attempts used up
-	pending     sync.Map     // row -> *pendingRow, while a message is with the pool
-	closing     atomic.Bool  // set when the grace period ends: no more commits
-	partial     atomic.Int64 // rows delivered, but a Cc or Bcc of theirs refused
+	exhausted   int         // rows not tried again: --max-attempts used up
+	pending     sync.Map    // row -> *pendingRow, while a message is with the pool
+	closing     atomic.Bool // set when the grace period ends: no more commits
 }
 
 type pendingRow struct {
@@ -380,10 +379,6 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 			o := outcomeOf(res, p)
 			if err := r.record(o, res.Lazy); err != nil {
 				return err
-			}
-			var partial *sender.PartialError
-			if errors.As(res.Err, &partial) {
-				r.partial.Add(1)
 			}
 			r.progress.add(o.Status)
 			return nil
@@ -518,7 +513,7 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		case rowErr != nil:
 			err = settle(report.Invalid, rowErr.Error())
 		case r.suppressed.has(rec.Address):
-			err = settle(report.Skipped, "address is on the suppression list")
+			err = settle(report.Skipped, suppressedReason)
 		default:
 			msg, err = r.tmpl.Render(rec)
 			if errors.As(err, &rowErr) {
@@ -659,20 +654,28 @@ func (m *messageIDs) forRow(row int) string {
 }
 
 // jobID says what a run is for (see report.JobID): the list's content,
-// which of its sheets and columns give the recipients, and the template's
-// content. The encoding and delimiter are left out on purpose: fixing them
+// which of its sheets, columns and shard give the recipients, and the
+// content of the template and of the HTML template. The encoding and delimiter are left out on purpose: fixing them
 // (--encoding, then --only invalid) is a resume of the same job.
-func jobID(list *merge.List, part shard, template string) (report.JobID, error) {
+func jobID(list *merge.List, part shard, template, html string) (report.JobID, error) {
 	var id report.JobID
 	var err error
 	if id.List, err = hashFile(list.Path()); err != nil {
 		return id, err
 	}
 	id.Rows = rowsID(list, part)
-	if template != "" {
-		if id.Template, err = hashFile(template); err != nil {
+	if id.Template, err = hashFile(template); err != nil {
+		return id, err
+	}
+	if html != "" {
+		// The HTML alternative is the message too: another one is another
+		// campaign. (A text-only job keeps the template's hash alone.)
+		h, err := hashFile(html)
+		if err != nil {
 			return id, err
 		}
+		sum := sha256.Sum256([]byte(id.Template + "+html=" + h))
+		id.Template = hex.EncodeToString(sum[:])
 	}
 	return id, nil
 }

@@ -14,6 +14,10 @@ import (
 	"github.com/bulkmail/bulkmail/internal/report"
 )
 
+// suppressedReason is the error text of a row skipped because its address
+// is suppressed; a result file read as --suppress knows those rows by it.
+const suppressedReason = "address is on the suppression list"
+
 // suppressions are the addresses never to send to. They are compared
 // ignoring case in the local part too, unlike duplicates: for a list of
 // people who asked not to be written to, erring towards not sending is the
@@ -82,12 +86,14 @@ func readSuppressions(path string) (suppressions, error) {
 		defer l.Close()
 		if report.IsResultHeader(l.Header()) {
 			// An earlier run's result: suppress what a resume would not
-			// send again (delivered, rejected, in doubt), never the rows it
-			// deferred, failed, skipped or found invalid, which are still
-			// owed their message.
+			// send again (delivered, rejected, in doubt) and what that run
+			// itself suppressed, never the rows it deferred, failed, found
+			// invalid or only rehearsed (a dry run), which are still owed
+			// their message. (A duplicate's address is its first row's.)
 			err := report.ResultOutcomes(path, func(o report.Outcome) error {
-				switch o.Status {
-				case report.Delivered, report.Rejected, report.InDoubt:
+				switch {
+				case o.Status == report.Delivered, o.Status == report.Rejected, o.Status == report.InDoubt,
+					o.Status == report.Skipped && o.Error == suppressedReason:
 					if !add(o.Email) {
 						return bad(fmt.Sprintf("row %d", o.Row), o.Email)
 					}

@@ -571,9 +571,19 @@ type RefusedRecipient struct {
 func (e *PartialError) Error() string {
 	parts := make([]string, len(e.Refused))
 	for i, r := range e.Refused {
-		parts[i] = fmt.Sprintf("recipient %d refused: %s (%s, not retried)", r.Index+1, r.Reply, r.Addr)
+		parts[i] = fmt.Sprintf("recipient %d refused: %s (%s%s", r.Index+1, r.Reply, r.Addr, partialMark)
 	}
 	return "[" + strings.Join(parts, "; ") + "]"
+}
+
+// partialMark ends each refused recipient in a PartialError's text.
+const partialMark = ", not retried)"
+
+// IsPartial reports whether the error text of a delivered message (as a
+// journal or result file keeps it) is a PartialError's: a run that reads
+// outcomes back knows such rows by it.
+func IsPartial(errText string) bool {
+	return strings.Contains(errText, " refused: ") && strings.Contains(errText, partialMark)
 }
 
 func (p *Pool) finishIn(ch *chain, j *Job, s Status, conn int, reason error) bool {
