@@ -152,6 +152,9 @@ Rebuilds a result file from a journal without sending, or merges shard results
 	if j.Job().List != listID {
 		return usageErr("report: %s was written for a different version of %s", *journalPath, lf.list)
 	}
+	if part.count > 1 && j.Job().Rows == "" {
+		return usageErr("report: %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form: the report could put a few rows in the wrong shard; use the bulkmail that wrote it", *journalPath)
+	}
 	if rows, err := listRowsID(&lf, part); err != nil {
 		return err
 	} else if want := j.Job().Rows; want != "" && want != rows {

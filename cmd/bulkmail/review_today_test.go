@@ -1,6 +1,7 @@
 package main
 
-// Review of today's changes (1d86ec1..HEAD). Each test reproduces a finding.
+// Regression tests from a review of the day's changes (2026-11-25): each
+// began as a reproduction of a finding and now asserts the fixed behaviour.
 
 import (
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bulkmail/bulkmail/internal/capture"
+	"github.com/bulkmail/bulkmail/internal/report"
 )
 
 // T1: a journal "belongs to one job ... and the template's content", but
@@ -115,4 +117,48 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o600)
+}
+
+// A sharded job whose journal was written before journals recorded how
+// their rows were chosen is refused: shards now hash addresses in Unicode
+// normal form, so a row could move into a shard whose journal never saw
+// it and be sent twice. Unsharded, such a journal resumes as before.
+func TestLegacyShardJournalRefused(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	list := writeList(t, dir, 4)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
+	listID, err := hashFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		extra    []string
+		wantCode int
+		wantSent int
+	}{
+		{"sharded", []string{"--shard", "0/2"}, exitUsage, 0},
+		{"unsharded", nil, exitOK, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			result := filepath.Join(dir, tc.name+".xlsx")
+			// What an earlier bulkmail left: a run record with the list's
+			// content only.
+			j, err := report.OpenJournal(result+".journal", report.JobID{List: listID}, report.OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.Close()
+			before := len(srv.Messages())
+			args := append([]string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}, tc.extra...)
+			code, _, stderr := runCLI(t, args...)
+			if sent := len(srv.Messages()) - before; code != tc.wantCode || sent != tc.wantSent {
+				t.Errorf("exit %d, %d sent; want %d and %d\n%s", code, sent, tc.wantCode, tc.wantSent, stderr)
+			}
+			if tc.wantCode == exitUsage && !strings.Contains(stderr, "earlier bulkmail") {
+				t.Errorf("the refusal does not say why:\n%s", stderr)
+			}
+		})
+	}
 }

@@ -179,12 +179,18 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		defer os.RemoveAll(dir)
 		journalPath = filepath.Join(dir, "journal")
 	}
-	journal, err := report.OpenJournal(journalPath, job, report.OpenOptions{Reset: f.journalReset, TemplateEdited: f.templateEdit})
+	// A sharded journal from before journals recorded their rows was
+	// written when shards hashed addresses without Unicode normalisation:
+	// resuming it now could move a row into a shard whose journal never saw
+	// it, and send it twice.
+	journal, err := report.OpenJournal(journalPath, job, report.OpenOptions{Reset: f.journalReset, TemplateEdited: f.templateEdit, RequireRows: shard.count > 1})
 	switch {
 	case errors.Is(err, report.ErrLocked):
 		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run; nothing sent: %w", journalPath, err))
 	case errors.Is(err, report.ErrListChanged):
 		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as --suppress", journalPath, f.list, err))
+	case errors.Is(err, report.ErrRowsUnknown):
+		return withCode(exitUsage, fmt.Errorf("the journal %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form, so a few rows could change shard and be sent twice; nothing sent. Finish this job with the bulkmail that started it, or --journal-reset to start it over (every row of the shard is sent again; the old journal is kept)", journalPath))
 	case errors.Is(err, report.ErrRowsChanged):
 		return withCode(exitUsage, fmt.Errorf("the journal %s was written for other recipients of %s (another --sheet, --email-column or --shard); nothing sent. Other recipients need their own --result (or --journal); --journal-reset starts this one over and sends EVERY row (the old journal is kept)", journalPath, f.list))
 	case errors.Is(err, report.ErrTemplateChanged):

@@ -34,6 +34,11 @@ var ErrRowsChanged = errors.New("journal was written for other recipients of thi
 // another campaign, whose rows are not this one's.
 var ErrTemplateChanged = errors.New("journal was written with a different template")
 
+// ErrRowsUnknown is returned (wrapped) by OpenJournal, with
+// OpenOptions.RequireRows, for a journal written before JobID.Rows was
+// kept: it cannot tell how its rows were chosen.
+var ErrRowsUnknown = errors.New("journal does not say how its recipients were chosen (written by an earlier bulkmail)")
+
 // JobID says what a journal is for: which list, which of its columns and
 // sheets give the recipients, and which message. A journal refuses a run
 // for another job (ErrListChanged, ErrRowsChanged, ErrTemplateChanged), so
@@ -77,14 +82,16 @@ func parseJobID(s string) JobID {
 
 // check returns why a run for want may not use a journal written for id;
 // parts either side does not know are not compared.
-func (id JobID) check(want JobID, templateEdited bool) error {
+func (id JobID) check(want JobID, opt OpenOptions) error {
 	differs := func(a, b string) bool { return a != "" && b != "" && a != b }
 	switch {
 	case differs(id.List, want.List):
 		return fmt.Errorf("written for list %.12s, this list is %.12s: %w", id.List, want.List, ErrListChanged)
+	case id.Rows == "" && opt.RequireRows:
+		return ErrRowsUnknown
 	case differs(id.Rows, want.Rows):
 		return ErrRowsChanged
-	case differs(id.Template, want.Template) && !templateEdited:
+	case differs(id.Template, want.Template) && !opt.TemplateEdited:
 		return ErrTemplateChanged
 	}
 	return nil
@@ -98,6 +105,10 @@ type OpenOptions struct {
 	// TemplateEdited accepts a journal written with another template: the
 	// same campaign, resumed after its template was corrected.
 	TemplateEdited bool
+	// RequireRows refuses an existing journal that does not record how its
+	// recipients were chosen (ErrRowsUnknown), for a caller whose way of
+	// choosing them has changed since such journals were written.
+	RequireRows bool
 }
 
 // ErrNotJournal is returned (wrapped) when the file named as a journal does
@@ -246,7 +257,7 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 		return nil, err
 	}
 	if j.id.List != "" && !reset {
-		if err := j.id.check(id, opt.TemplateEdited); err != nil {
+		if err := j.id.check(id, opt); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("report: journal %s: %w", path, err)
 		}

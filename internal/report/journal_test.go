@@ -575,6 +575,8 @@ func TestJournalJobID(t *testing.T) {
 		{"another template, edited", full, OpenOptions{TemplateEdited: true}, JobID{List: listA, Rows: "r1", Template: "t2"}, nil},
 		{"edited does not excuse other rows", full, OpenOptions{TemplateEdited: true}, JobID{List: listA, Rows: "r2", Template: "t2"}, ErrRowsChanged},
 		{"journal from before parts", JobID{List: listA}, OpenOptions{}, full, nil},
+		{"journal from before parts, rows required", JobID{List: listA}, OpenOptions{RequireRows: true}, full, ErrRowsUnknown},
+		{"rows required and known", full, OpenOptions{RequireRows: true}, full, nil},
 		{"run without a template", full, OpenOptions{}, JobID{List: listA, Rows: "r1"}, nil},
 		{"reset takes anything", full, OpenOptions{Reset: true}, JobID{List: listB, Rows: "r9", Template: "t9"}, nil},
 	}
