@@ -16,14 +16,17 @@ import (
 // had it, so that a later row with the same address can name the row it
 // repeats.
 //
-// Its memory does not grow with the list. Addresses are kept as 64-bit
-// hashes of their AddressKey: the newest ones in a small table in memory,
-// older ones in sorted runs in a temporary file, each run with a Bloom
-// filter (about 1.2 bytes an address) so that a new address, the usual
-// case, is answered without reading the disk. A million rows cost about
-// 4 MB of memory and 12 MB of disk. Two different addresses share a hash
-// with odds of about n²/2⁶⁵ (10⁻⁸ for a million rows); even then the row
-// is reported as a duplicate naming the other row, never sent twice.
+// Addresses are kept as 64-bit hashes of their AddressKey: the newest ones
+// in a small table in memory, older ones in sorted runs in unlinked
+// temporary files, each run with a Bloom filter so that a new address, the
+// usual case, is answered without reading the disk. Memory is a 3 MB table
+// plus the filters' 1.25 bytes an address (a million rows: about 4.5 MB);
+// disk is 12 bytes an address. Runs are merged by level, fanIn of one size
+// into one of the next, so each address is rewritten about log(n) times
+// and a lookup reads at most fanIn filters a level. Two different
+// addresses share a hash with odds of about n²/2⁶⁵ (10⁻⁸ for a million
+// rows); even then the row is reported as a duplicate naming the other
+// row, never sent twice.
 type FirstRows struct {
 	seed maphash.Seed
 	dir  string
@@ -34,9 +37,7 @@ type FirstRows struct {
 	block    int // entries between two fence keys of a run
 
 	mem  hashTable
-	file *os.File // the runs, end to end; unlinked, so it goes with the process
-	size int64    // bytes of file in use
-	runs []*spillRun
+	runs []*spillRun // oldest first; their levels never rise along the slice
 
 	entries []entry // scratch for spilling
 	buf     []byte  // scratch for reading a block
@@ -77,6 +78,9 @@ func (s *FirstRows) Add(addr string, row int) (first int, err error) {
 		return 0, fmt.Errorf("merge: row %d out of range", row)
 	}
 	key := maphash.String(s.seed, AddressKey(addr))
+	if key == 0 {
+		key = 1 // 0 marks an empty slot of the table; the same on disk
+	}
 	if r, ok := s.mem.get(key); ok {
 		return int(r), nil
 	}
@@ -101,37 +105,31 @@ func (s *FirstRows) Add(addr string, row int) (first int, err error) {
 	return 0, nil
 }
 
-// Close releases the memory and the temporary file.
+// Close releases the memory and the temporary files.
 func (s *FirstRows) Close() error {
+	var err error
+	for _, run := range s.runs {
+		if cerr := run.f.Close(); err == nil {
+			err = cerr
+		}
+	}
 	s.mem = hashTable{}
 	s.runs, s.entries, s.buf = nil, nil, nil
-	if s.file == nil {
-		return nil
-	}
-	err := s.file.Close()
-	s.file = nil
 	return err
 }
 
-// spillRun is one sorted run of entries in the file.
+// spillRun is one sorted run of entries, in a file of its own.
 type spillRun struct {
-	off    int64
+	f      *os.File
 	n      int
+	level  int      // 0 for a spill of the table; k+1 for a merge of level k
 	fences []uint64 // the key of every block-th entry
 	bloom  bloom
 }
 
-// spill writes the table in memory as a new sorted run, and merges the runs
-// into one when there are fanIn of them, so that a lookup reads at most
-// fanIn Bloom filters.
+// spill writes the table in memory as a new sorted run of level 0, then
+// merges runs while fanIn of them share a level.
 func (s *FirstRows) spill() error {
-	if s.file == nil {
-		f, err := s.tempFile()
-		if err != nil {
-			return err
-		}
-		s.file, s.size = f, 0
-	}
 	s.entries = s.mem.appendEntries(s.entries[:0])
 	slices.SortFunc(s.entries, func(a, b entry) int {
 		switch {
@@ -142,7 +140,7 @@ func (s *FirstRows) spill() error {
 		}
 		return 0
 	})
-	run, err := s.writeRun(s.file, s.size, len(s.entries), func(yield func(entry) error) error {
+	run, err := s.writeRun(len(s.entries), func(yield func(entry) error) error {
 		for _, e := range s.entries {
 			if err := yield(e); err != nil {
 				return err
@@ -153,28 +151,35 @@ func (s *FirstRows) spill() error {
 	if err != nil {
 		return err
 	}
-	s.size += int64(run.n) * entrySize
 	s.runs = append(s.runs, run)
 	s.mem.clear()
-	if len(s.runs) >= s.fanIn {
-		return s.mergeRuns()
+	for {
+		// Levels never rise along s.runs, so the runs of the last one's
+		// level are the last ones.
+		level := s.runs[len(s.runs)-1].level
+		k := 0
+		for k < len(s.runs) && s.runs[len(s.runs)-1-k].level == level {
+			k++
+		}
+		if k < s.fanIn {
+			return nil
+		}
+		if err := s.mergeRuns(len(s.runs) - k); err != nil {
+			return err
+		}
 	}
-	return nil
 }
 
-// mergeRuns merges every run into one, in a new file that replaces the old.
-func (s *FirstRows) mergeRuns() error {
-	f, err := s.tempFile()
-	if err != nil {
-		return err
-	}
+// mergeRuns merges s.runs[from:] into one run of the next level.
+func (s *FirstRows) mergeRuns(from int) error {
+	runs := s.runs[from:]
 	total := 0
-	readers := make([]*bufio.Reader, len(s.runs))
-	heads := make([]entry, len(s.runs))
-	left := make([]int, len(s.runs))
-	for i, run := range s.runs {
+	readers := make([]*bufio.Reader, len(runs))
+	heads := make([]entry, len(runs))
+	left := make([]int, len(runs))
+	for i, run := range runs {
 		total += run.n
-		readers[i] = bufio.NewReaderSize(io.NewSectionReader(s.file, run.off, int64(run.n)*entrySize), 64<<10)
+		readers[i] = bufio.NewReaderSize(io.NewSectionReader(run.f, 0, int64(run.n)*entrySize), 64<<10)
 		left[i] = run.n
 	}
 	var rec [entrySize]byte
@@ -186,17 +191,16 @@ func (s *FirstRows) mergeRuns() error {
 		left[i]--
 		return nil
 	}
-	live := make([]int, 0, len(s.runs)) // runs with a head
-	for i := range s.runs {
+	live := make([]int, 0, len(runs)) // runs with a head
+	for i := range runs {
 		if left[i] > 0 {
 			if err := next(i); err != nil {
-				f.Close()
 				return err
 			}
 			live = append(live, i)
 		}
 	}
-	run, err := s.writeRun(f, 0, total, func(yield func(entry) error) error {
+	merged, err := s.writeRun(total, func(yield func(entry) error) error {
 		for len(live) > 0 {
 			// A handful of runs: a linear scan beats a heap.
 			k := 0
@@ -220,23 +224,28 @@ func (s *FirstRows) mergeRuns() error {
 		return nil
 	})
 	if err != nil {
-		f.Close()
 		return err
 	}
-	s.file.Close()
-	s.file, s.size = f, int64(total)*entrySize
-	s.runs = append(s.runs[:0], run)
+	merged.level = runs[0].level + 1
+	for _, run := range runs {
+		run.f.Close() // unlinked: its space goes with it
+	}
+	s.runs = append(s.runs[:from], merged)
 	return nil
 }
 
-// writeRun writes n entries, given in key order by each, at off in f, and
-// returns the run with its fences and Bloom filter.
-func (s *FirstRows) writeRun(f *os.File, off int64, n int, each func(yield func(entry) error) error) (*spillRun, error) {
-	run := &spillRun{off: off, n: n, bloom: newBloom(n)}
-	w := bufio.NewWriterSize(io.NewOffsetWriter(f, off), 64<<10)
+// writeRun writes n entries, given in key order by each, to a new
+// temporary file, and returns the run with its fences and Bloom filter.
+func (s *FirstRows) writeRun(n int, each func(yield func(entry) error) error) (*spillRun, error) {
+	f, err := s.tempFile()
+	if err != nil {
+		return nil, err
+	}
+	run := &spillRun{f: f, n: n, bloom: newBloom(n)}
+	w := bufio.NewWriterSize(f, 64<<10)
 	var rec [entrySize]byte
 	i := 0
-	err := each(func(e entry) error {
+	err = each(func(e entry) error {
 		if i%s.block == 0 {
 			run.fences = append(run.fences, e.key)
 		}
@@ -250,11 +259,12 @@ func (s *FirstRows) writeRun(f *os.File, off int64, n int, each func(yield func(
 	if err == nil {
 		err = w.Flush()
 	}
-	if err != nil {
-		return nil, s.fileErr("write", err)
+	if err == nil && i != n {
+		err = fmt.Errorf("wrote %d entries of %d", i, n)
 	}
-	if i != n {
-		return nil, fmt.Errorf("merge: duplicate index: wrote %d entries of %d", i, n)
+	if err != nil {
+		f.Close()
+		return nil, s.fileErr("write", err)
 	}
 	return run, nil
 }
@@ -277,7 +287,7 @@ func (s *FirstRows) search(run *spillRun, key uint64) (uint32, bool, error) {
 		s.buf = make([]byte, size)
 	}
 	buf := s.buf[:size]
-	if _, err := s.file.ReadAt(buf, run.off+int64(lo)*entrySize); err != nil {
+	if _, err := run.f.ReadAt(buf, int64(lo)*entrySize); err != nil {
 		return 0, false, s.fileErr("read", err)
 	}
 	i, j := 0, hi-lo

@@ -60,11 +60,23 @@ func TestFirstRowsMatchesAMap(t *testing.T) {
 			if c.distinct < c.rows && dups == 0 {
 				t.Fatal("the case produced no duplicates")
 			}
-			if c.memLimit < c.rows && s.file == nil {
+			if c.memLimit < c.rows && len(s.runs) == 0 {
 				t.Fatal("the case never spilled")
 			}
-			if c.fanIn < 100 && c.rows > c.memLimit*c.fanIn && len(s.runs) >= c.fanIn {
-				t.Fatalf("%d runs: they were never merged", len(s.runs))
+			// Merged by level: fewer than fanIn runs of any one level, and
+			// levels never rising along the runs.
+			perLevel := map[int]int{}
+			for i, run := range s.runs {
+				perLevel[run.level]++
+				if perLevel[run.level] >= c.fanIn {
+					t.Fatalf("%d runs of level %d: not merged", perLevel[run.level], run.level)
+				}
+				if i > 0 && run.level > s.runs[i-1].level {
+					t.Fatalf("run %d has level %d after level %d", i, run.level, s.runs[i-1].level)
+				}
+			}
+			if c.fanIn < 100 && c.rows > c.memLimit*c.fanIn*c.fanIn && s.runs[0].level < 2 {
+				t.Fatalf("levels %v: never merged twice", perLevel)
 			}
 			// The spill file is unlinked: nothing to see in dir.
 			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
