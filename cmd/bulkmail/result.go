@@ -28,6 +28,9 @@ func (c statusCounts) String() string {
 	if total == 0 {
 		return "0 rows"
 	}
+	if total == 1 {
+		return "1 row: " + parts[0]
+	}
 	return fmt.Sprintf("%d rows: %s", total, strings.Join(parts, ", "))
 }
 
