@@ -207,10 +207,17 @@ func rewriteSheet(t testing.TB, src, part string, edit func([]byte) []byte) stri
 		}
 		w.Write(data)
 	}
+	return saveZip(t, zw, &buf, "edited.xlsx")
+}
+
+// saveZip closes zw, whose output is buf, and writes it to a file named
+// name in a temporary folder.
+func saveZip(t testing.TB, zw *zip.Writer, buf *bytes.Buffer, name string) string {
+	t.Helper()
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "edited.xlsx")
+	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -683,14 +690,7 @@ func addEntry(t testing.TB, src string, fh *zip.FileHeader, raw []byte) string {
 		t.Fatal(err)
 	}
 	w.Write(raw)
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "extra.xlsx")
-	if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return saveZip(t, zw, &buf, "extra.xlsx")
 }
 
 // deflatedZeros is n zero bytes, deflated, and their CRC-32.
