@@ -391,6 +391,10 @@ func (l *List) openXLSX(opts ListOptions, fast bool, lim xlsxLimits) error {
 		f.Close()
 		return fmt.Errorf("merge: %s: %w", l.name, err)
 	}
+	if err := checkSheetXML(l.path, sheet, lim); err != nil {
+		f.Close()
+		return fmt.Errorf("merge: %s: %w", l.name, err)
+	}
 	rows, err := f.Rows(sheet)
 	if err != nil {
 		f.Close()

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xuri/excelize/v2"
 )
@@ -822,6 +823,51 @@ func TestXLSXFastLimits(t *testing.T) {
 			}
 			if got := compareReadersLimits(t, tt.path, ListOptions{}, tt.lim); got != tt.wantFast {
 				t.Errorf("fast reader used: got %v, want %v", got, tt.wantFast)
+			}
+		})
+	}
+}
+
+// TestXLSXExcelizeMalformed: a list the fast reader leaves to excelize (a
+// date cell) whose sheet is cut short is an error on open. excelize's row
+// iterator would end quietly at the break and lose the rows after it.
+func TestXLSXExcelizeMalformed(t *testing.T) {
+	src := buildWorkbook(t, []string{"S"}, rowCells("S", []any{"email", "joined"},
+		[]any{"a@example.org", time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC)}, []any{"b@example.org", "Bob"}, []any{"c@example.org", "Cy"}))
+	// Well formed, it takes excelize and reads every row.
+	l, err := OpenList(src, ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.xlsxFast {
+		t.Fatal("a date cell should take excelize")
+	}
+	n := 0
+	for _, err := l.Next(); err != io.EOF; _, err = l.Next() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	l.Close()
+	if n != 3 {
+		t.Fatalf("read %d rows, want 3", n)
+	}
+	for name, edit := range map[string]func([]byte) []byte{
+		"truncated": func(b []byte) []byte { return b[:bytes.Index(b, []byte(`<row r="4"`))+30] },
+		"mismatched": func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`</row></sheetData>`), []byte(`</rox></sheetData>`), 1)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := rewriteSheet(t, src, "xl/worksheets/sheet1.xml", edit)
+			l, err := OpenList(p, ListOptions{})
+			if err == nil {
+				l.Close()
+				t.Fatal("opened a sheet cut short")
+			}
+			if !strings.Contains(err.Error(), "not well-formed XML") || !strings.Contains(err.Error(), filepath.Base(p)) {
+				t.Fatalf("error %q does not say what is wrong where", err)
 			}
 		})
 	}

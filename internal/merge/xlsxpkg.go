@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"os"
 	"path"
@@ -272,4 +273,46 @@ func validSheetName(name string) bool {
 	}
 	return name != "" && units <= excelize.MaxSheetNameLength && !strings.HasPrefix(name, "'") && !strings.HasSuffix(name, "'") &&
 		!strings.ContainsAny(name, ":\\/?*[]")
+}
+
+// checkSheetXML reads the part that holds sheet in the workbook at
+// filePath, found as excelize finds it, and returns an error if its XML is
+// not well formed. excelize's row iterator ends quietly at the first XML
+// error, so a workbook cut short would lose its last rows without a word:
+// the fast reader reports such a sheet itself, and this does for the lists
+// it leaves to excelize. Where the part cannot be found the way the fast
+// reader finds parts, there is nothing to check and nil is returned.
+func checkSheetXML(filePath, sheet string, lim xlsxLimits) error {
+	file, err := os.Open(filePath)
+	if err != nil {
+		return nil
+	}
+	x := &xlsxFast{file: file, lim: lim}
+	defer x.Close()
+	if err := x.openZip(); err != nil {
+		return nil
+	}
+	var meta excelize.File
+	_, parts, err := x.readWorkbook(&meta)
+	if err != nil || parts[sheet] == nil {
+		return nil
+	}
+	rc, err := parts[sheet].Open()
+	if err != nil {
+		return nil // excelize has read it; a second read failing is not the list's fault
+	}
+	defer rc.Close()
+	// The zip reader stops at the entry's declared size, which openZip
+	// has checked against the limits.
+	d := xml.NewDecoder(rc)
+	for {
+		_, err := d.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			line, _ := d.InputPos()
+			return fmt.Errorf("sheet %q is not well-formed XML at line %d (%v): the file may be cut short, and the rows after that point would be lost; open and save it again in a spreadsheet program", sheet, line, err)
+		}
+	}
 }
