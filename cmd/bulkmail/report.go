@@ -158,7 +158,7 @@ Rebuilds a result file from a journal without sending, or merges shard results
 	if rows, err := listRowsID(&lf, part); err != nil {
 		return err
 	} else if want := j.Job().Rows; want != "" && want != rows {
-		return usageErr("report: %s was written for other recipients of %s (another --sheet, --email-column or --shard)", *journalPath, lf.list)
+		return usageErr("report: %s was written for other recipients of %s (another --sheet, --email-column or --shard, or shards of an earlier bulkmail)", *journalPath, lf.list)
 	}
 	counts, err := writeResult(*result, &lf, j, part, "not attempted")
 	if err != nil {

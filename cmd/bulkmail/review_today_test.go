@@ -4,6 +4,8 @@ package main
 // began as a reproduction of a finding and now asserts the fixed behaviour.
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,20 +134,26 @@ func TestLegacyShardJournalRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The rows part that bulkmail wrote for --shard 0/2 before shards
+	// hashed addresses in Unicode normal form.
+	oldRows := sha256.Sum256([]byte("sheet=\x00email=0\x00shard=0/2"))
 	for _, tc := range []struct {
 		name     string
+		rows     string
 		extra    []string
 		wantCode int
 		wantSent int
+		wantErr  string
 	}{
-		{"sharded", []string{"--shard", "0/2"}, exitUsage, 0},
-		{"unsharded", nil, exitOK, 4},
+		{"sharded", "", []string{"--shard", "0/2"}, exitUsage, 0, "earlier bulkmail"},
+		{"sharded, rows of old shards", hex.EncodeToString(oldRows[:8]), []string{"--shard", "0/2"}, exitUsage, 0, "earlier bulkmail"},
+		{"unsharded", "", nil, exitOK, 4, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			result := filepath.Join(dir, tc.name+".xlsx")
+			result := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".xlsx")
 			// What an earlier bulkmail left: a run record with the list's
-			// content only.
-			j, err := report.OpenJournal(result+".journal", report.JobID{List: listID}, report.OpenOptions{})
+			// content only, or with the rows of its shards.
+			j, err := report.OpenJournal(result+".journal", report.JobID{List: listID, Rows: tc.rows}, report.OpenOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -156,7 +164,7 @@ func TestLegacyShardJournalRefused(t *testing.T) {
 			if sent := len(srv.Messages()) - before; code != tc.wantCode || sent != tc.wantSent {
 				t.Errorf("exit %d, %d sent; want %d and %d\n%s", code, sent, tc.wantCode, tc.wantSent, stderr)
 			}
-			if tc.wantCode == exitUsage && !strings.Contains(stderr, "earlier bulkmail") {
+			if !strings.Contains(stderr, tc.wantErr) {
 				t.Errorf("the refusal does not say why:\n%s", stderr)
 			}
 		})

@@ -192,9 +192,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	case errors.Is(err, report.ErrRowsUnknown):
 		return withCode(exitUsage, fmt.Errorf("the journal %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form, so a few rows could change shard and be sent twice; nothing sent. Finish this job with the bulkmail that started it, or --journal-reset to start it over (every row of the shard is sent again; the old journal is kept)", journalPath))
 	case errors.Is(err, report.ErrRowsChanged):
-		return withCode(exitUsage, fmt.Errorf("the journal %s was written for other recipients of %s (another --sheet, --email-column or --shard); nothing sent. Other recipients need their own --result (or --journal); --journal-reset starts this one over and sends EVERY row (the old journal is kept)", journalPath, f.list))
+		return withCode(exitUsage, fmt.Errorf("the journal %s was written for other recipients of %s (another --sheet, --email-column or --shard, or shards of an earlier bulkmail, which could put a row in another shard); nothing sent. Other recipients need their own --result (or --journal); --journal-reset starts this one over and sends EVERY row (the old journal is kept)", journalPath, f.list))
 	case errors.Is(err, report.ErrTemplateChanged):
-		return withCode(exitUsage, fmt.Errorf("the journal %s was written with a template other than %s; nothing sent. A new campaign to this list needs its own --result (or --journal), or --journal-reset to start this one over (the old journal is kept); to finish the same campaign with a corrected template, add --template-edited", journalPath, f.template))
+		return withCode(exitUsage, fmt.Errorf("the journal %s was written with another version of the template %s or of its --html; nothing sent. A new campaign to this list needs its own --result (or --journal), or --journal-reset to start this one over (the old journal is kept); to finish the same campaign with a corrected template, add --template-edited", journalPath, f.template))
 	case err != nil:
 		return withCode(exitAborted, err)
 	}
@@ -681,13 +681,10 @@ func jobID(list *merge.List, part shard, template, html string) (report.JobID, e
 	}
 	if html != "" {
 		// The HTML alternative is the message too: another one is another
-		// campaign. (A text-only job keeps the template's hash alone.)
-		h, err := hashFile(html)
-		if err != nil {
+		// campaign.
+		if id.HTML, err = hashFile(html); err != nil {
 			return id, err
 		}
-		sum := sha256.Sum256([]byte(id.Template + "+html=" + h))
-		id.Template = hex.EncodeToString(sum[:])
 	}
 	return id, nil
 }
@@ -698,7 +695,11 @@ func jobID(list *merge.List, part shard, template, html string) (report.JobID, e
 func rowsID(list *merge.List, part shard) string {
 	b := fmt.Appendf(nil, "sheet=%s\x00email=%d", list.Sheet(), list.EmailIndex())
 	if part.count > 1 {
-		b = fmt.Appendf(b, "\x00shard=%s", part)
+		// key=nfc: shards hash AddressKey, which compares local parts in
+		// Unicode normal form C since this was added. A sharded journal
+		// without it was written when a row could fall in another shard,
+		// and is refused as written for other recipients.
+		b = fmt.Appendf(b, "\x00shard=%s\x00key=nfc", part)
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])

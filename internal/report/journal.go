@@ -27,7 +27,7 @@ var ErrListChanged = errors.New("journal was written for a different list")
 // ErrRowsChanged is returned (wrapped) by OpenJournal when the journal was
 // written for the same list read another way: another sheet or another
 // email column, so other recipients under the same row numbers.
-var ErrRowsChanged = errors.New("journal was written for other recipients of this list (another sheet, email column or shard)")
+var ErrRowsChanged = errors.New("journal was written for other recipients of this list (another sheet, email column or shard, or shards of an earlier bulkmail)")
 
 // ErrTemplateChanged is returned (wrapped) by OpenJournal when the journal
 // was written for the same recipients with another template: most likely
@@ -46,8 +46,9 @@ var ErrRowsUnknown = errors.New("journal does not say how its recipients were ch
 // campaign's rows for its own.
 type JobID struct {
 	List     string // the list file's content, as a SHA-256 hex; required
-	Rows     string // how recipients are read from it (sheet, email column)
+	Rows     string // how recipients are read from it (sheet, email column, shard)
 	Template string // the template's content
+	HTML     string // the HTML template's content, if there is one
 }
 
 // String is the form kept in a journal's run records: List, then the other
@@ -60,6 +61,9 @@ func (id JobID) String() string {
 	}
 	if id.Template != "" {
 		s += ";template=" + id.Template
+	}
+	if id.HTML != "" {
+		s += ";html=" + id.HTML
 	}
 	return s
 }
@@ -75,6 +79,8 @@ func parseJobID(s string) JobID {
 			id.Rows = value
 		case "template":
 			id.Template = value
+		case "html":
+			id.HTML = value
 		}
 	}
 	return id
@@ -91,7 +97,7 @@ func (id JobID) check(want JobID, opt OpenOptions) error {
 		return ErrRowsUnknown
 	case differs(id.Rows, want.Rows):
 		return ErrRowsChanged
-	case differs(id.Template, want.Template) && !opt.TemplateEdited:
+	case (differs(id.Template, want.Template) || differs(id.HTML, want.HTML)) && !opt.TemplateEdited:
 		return ErrTemplateChanged
 	}
 	return nil

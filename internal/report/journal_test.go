@@ -573,6 +573,9 @@ func TestJournalJobID(t *testing.T) {
 		{"another sheet or column", full, OpenOptions{}, JobID{List: listA, Rows: "r2", Template: "t1"}, ErrRowsChanged},
 		{"another template", full, OpenOptions{}, JobID{List: listA, Rows: "r1", Template: "t2"}, ErrTemplateChanged},
 		{"another template, edited", full, OpenOptions{TemplateEdited: true}, JobID{List: listA, Rows: "r1", Template: "t2"}, nil},
+		{"another HTML template", JobID{List: listA, Template: "t1", HTML: "h1"}, OpenOptions{}, JobID{List: listA, Template: "t1", HTML: "h2"}, ErrTemplateChanged},
+		{"another HTML template, edited", JobID{List: listA, Template: "t1", HTML: "h1"}, OpenOptions{TemplateEdited: true}, JobID{List: listA, Template: "t1", HTML: "h2"}, nil},
+		{"HTML unknown to an older journal", full, OpenOptions{}, JobID{List: listA, Rows: "r1", Template: "t1", HTML: "h1"}, nil},
 		{"edited does not excuse other rows", full, OpenOptions{TemplateEdited: true}, JobID{List: listA, Rows: "r2", Template: "t2"}, ErrRowsChanged},
 		{"journal from before parts", JobID{List: listA}, OpenOptions{}, full, nil},
 		{"journal from before parts, rows required", JobID{List: listA}, OpenOptions{RequireRows: true}, full, ErrRowsUnknown},
@@ -611,7 +614,7 @@ func TestJournalJobID(t *testing.T) {
 }
 
 func TestJobIDString(t *testing.T) {
-	for _, id := range []JobID{{List: listA}, {List: listA, Rows: "r"}, {List: listA, Template: "t"}, {List: listA, Rows: "r", Template: "t"}} {
+	for _, id := range []JobID{{List: listA}, {List: listA, Rows: "r"}, {List: listA, Template: "t"}, {List: listA, Rows: "r", Template: "t"}, {List: listA, Template: "t", HTML: "h"}} {
 		if got := parseJobID(id.String()); got != id {
 			t.Errorf("parseJobID(%q) = %+v, want %+v", id.String(), got, id)
 		}
