@@ -44,6 +44,25 @@ func applyJobFile(fs *flag.FlagSet, path string) error {
 		if set[name] {
 			continue
 		}
+		if list, ok := v.([]any); ok {
+			// An array, for a flag that may be given several times.
+			if _, repeatable := fs.Lookup(name).Value.(*fileList); !repeatable {
+				return usageErr("--job %s: %q takes one value, not a list", path, key)
+			}
+			for _, item := range list {
+				s, ok := item.(string)
+				if !ok {
+					return usageErr("--job %s: %q: want a list of strings", path, key)
+				}
+				if pathFlags[name] && s != "" && !filepath.IsAbs(s) {
+					s = filepath.Join(dir, s)
+				}
+				if err := fs.Set(name, s); err != nil {
+					return usageErr("--job %s: %s: %v", path, key, err)
+				}
+			}
+			continue
+		}
 		var s string
 		switch x := v.(type) {
 		case string:

@@ -467,7 +467,7 @@ func TestReviewChangedListAdviceSuppressesUndelivered(t *testing.T) {
 			writeFile(t, list, string(b)+"user4@example.org,New User,plan-1\n")
 			code, _, stderr := runCLI(t, args...)
 			t.Logf("run 2 (changed list): exit %d\n%s", code, stderr)
-			if !strings.Contains(stderr, "pass the earlier result as --suppress") {
+			if !strings.Contains(stderr, "pass the earlier result as one more --suppress") {
 				t.Fatalf("advice not given")
 			}
 			code, _, stderr = runCLI(t, append(args, "--journal-reset", "--suppress", result)...)

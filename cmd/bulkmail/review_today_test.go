@@ -170,3 +170,42 @@ func TestLegacyShardJournalRefused(t *testing.T) {
 		})
 	}
 }
+
+// A result given as --suppress keeps the Cc/Bcc copies that its run took
+// off the envelope as suppressed, and --suppress may be given twice (the
+// unsubscribe list and the earlier result), on the command line or as a
+// list in the job file.
+func TestResultAsSuppressKeepsSuppressedCopies(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{KeepInMemory: true})
+	list := writeFile(t, filepath.Join(dir, "l.csv"), "email,name,plan,manager\nann@example.org,Ann,pro,boss@example.org\nbob@example.org,Bob,pro,boss@example.org\n")
+	unsub := writeFile(t, filepath.Join(dir, "unsub.txt"), "boss@example.org\nbob@example.org\n")
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: Sender <sender@example.com>\nTo: {{.name}} <{{.email}}>\nCc: {{.manager}}\nSubject: Hello\n\nHi {{.plan}}\n")
+	result := filepath.Join(dir, "r.csv")
+	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	if code, _, stderr := runCLI(t, append(args, "--suppress", unsub)...); code != 0 || countTo(srv, "boss@example.org") != 0 || countTo(srv, "ann@example.org") != 1 {
+		t.Fatalf("run 1: exit %d\n%s", code, stderr)
+	}
+	saved := filepath.Join(dir, "june.csv")
+	if err := copyFile(result, saved); err != nil {
+		t.Fatal(err)
+	}
+	// A new subscriber; the list changed, so the advice: start over with
+	// the earlier result as a suppression list.
+	writeFile(t, list, "email,name,plan,manager\nann@example.org,Ann,pro,boss@example.org\nbob@example.org,Bob,pro,boss@example.org\ncy@example.org,Cy,pro,boss@example.org\n")
+	if code, _, stderr := runCLI(t, append(args, "--journal-reset", "--suppress", saved)...); code != 0 {
+		t.Fatalf("run 2: exit %d\n%s", code, stderr)
+	}
+	if a, b, c, boss := countTo(srv, "ann@example.org"), countTo(srv, "bob@example.org"), countTo(srv, "cy@example.org"), countTo(srv, "boss@example.org"); a != 1 || b != 0 || c != 1 || boss != 0 {
+		t.Errorf("after run 2: ann %d, bob %d, cy %d, boss %d; want 1, 0, 1, 0", a, b, c, boss)
+	}
+	// Both lists from a job file.
+	writeFile(t, list, "email,name,plan,manager\nann@example.org,Ann,pro,boss@example.org\nbob@example.org,Bob,pro,boss@example.org\ncy@example.org,Cy,pro,boss@example.org\ndee@example.org,Dee,pro,boss@example.org\n")
+	job := writeFile(t, filepath.Join(dir, "job.toml"), "suppress = [\"unsub.txt\", \"june.csv\"]\n")
+	if code, _, stderr := runCLI(t, append(args, "--journal-reset", "--job", job)...); code != 0 {
+		t.Fatalf("run 3: exit %d\n%s", code, stderr)
+	}
+	if a, b, c, d, boss := countTo(srv, "ann@example.org"), countTo(srv, "bob@example.org"), countTo(srv, "cy@example.org"), countTo(srv, "dee@example.org"), countTo(srv, "boss@example.org"); a != 1 || b != 0 || c != 2 || d != 1 || boss != 0 {
+		t.Errorf("after run 3: ann %d, bob %d, cy %d, dee %d, boss %d; want 1, 0, 2, 1, 0", a, b, c, d, boss)
+	}
+}

@@ -41,7 +41,7 @@ type sendFlags struct {
 	journalReset  bool
 	templateEdit  bool
 	only          string
-	suppress      string
+	suppress      fileList
 	dryRun        bool
 	grace         time.Duration
 	job           string
@@ -75,7 +75,7 @@ Passwords come from $BULKMAIL_SMTP_PASSWORD or --password-file, never from flags
 	fs.BoolVar(&f.journalReset, "journal-reset", false, "start a new journal (the old one is kept beside it) instead of resuming")
 	fs.BoolVar(&f.templateEdit, "template-edited", false, "resume a journal written with an earlier version of the template (the same campaign, its template corrected)")
 	fs.StringVar(&f.only, "only", "", "re-run only rows whose last status is in this list, e.g. deferred,failed")
-	fs.StringVar(&f.suppress, "suppress", "", "file of addresses never to send to (one per line, a CSV/XLSX with an email column, or an earlier result file: its delivered, rejected and in_doubt rows)")
+	fs.Var(&f.suppress, "suppress", "file of addresses never to send to (one per line, a CSV/XLSX with an email column, or an earlier result file: what it sent or suppressed); may be given several times")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "render and check every row and write the result file; send nothing")
 	fs.DurationVar(&f.grace, "grace", 30*time.Second, "after SIGINT/SIGTERM, how long messages on the wire may take to finish")
 	fs.StringVar(&f.job, "job", "", "TOML job file holding any of these flags (flags on the command line win)")
@@ -146,7 +146,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			return usageErr("--dry-run --result %s: that is the result of a real run (it has the journal %s); choose another --result", f.result, f.journal)
 		}
 	}
-	suppressed, err := readSuppressions(f.suppress)
+	suppressed, err := readSuppressions(f.suppress...)
 	if err != nil {
 		return err
 	}
@@ -188,7 +188,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	case errors.Is(err, report.ErrLocked):
 		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run; nothing sent: %w", journalPath, err))
 	case errors.Is(err, report.ErrListChanged):
-		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as --suppress", journalPath, f.list, err))
+		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as one more --suppress (with your suppression lists)", journalPath, f.list, err))
 	case errors.Is(err, report.ErrRowsUnknown):
 		return withCode(exitUsage, fmt.Errorf("the journal %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form, so a few rows could change shard and be sent twice; nothing sent. Finish this job with the bulkmail that started it, or --journal-reset to start it over (every row of the shard is sent again; the old journal is kept)", journalPath))
 	case errors.Is(err, report.ErrRowsChanged):
@@ -553,7 +553,7 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 				var dropped []string
 				msg.To, dropped = r.suppressed.filter(msg.To)
 				if len(dropped) > 0 {
-					note = joinNotes(note, fmt.Sprintf("not sent to %s: on the suppression list", strings.Join(dropped, ", ")))
+					note = joinNotes(note, suppressedCopiesNote(dropped))
 				}
 			}
 			switch {

@@ -49,21 +49,67 @@ func (s suppressions) filter(to []string) (kept, dropped []string) {
 	return kept, dropped
 }
 
-// readSuppressions reads the addresses never to send to: a plain file of
+// fileList is a flag that may be given several times, each a file.
+type fileList []string
+
+func (l *fileList) String() string { return strings.Join(*l, ", ") }
+
+func (l *fileList) Set(path string) error {
+	*l = append(*l, path)
+	return nil
+}
+
+// suppressedCopiesNote is the note on a row whose suppressed Cc or Bcc
+// addresses were taken off the envelope; a result file read as --suppress
+// takes them back from it (suppressedCopies).
+func suppressedCopiesNote(addrs []string) string {
+	return "not sent to " + strings.Join(addrs, ", ") + ": on the suppression list"
+}
+
+// suppressedCopies returns the addresses that suppressedCopiesNote notes
+// put in a row's error text.
+func suppressedCopies(errText string) []string {
+	var out []string
+	for {
+		_, rest, ok := strings.Cut(errText, "not sent to ")
+		if !ok {
+			return out
+		}
+		list, after, ok := strings.Cut(rest, ": on the suppression list")
+		if !ok {
+			return out
+		}
+		out = append(out, strings.Split(list, ", ")...)
+		errText = after
+	}
+}
+
+// readSuppressions reads the addresses never to send to from each of
+// paths: a plain file of
 // one address a line (a BOM, "#" comments, blank lines and "Name <addr>"
 // allowed), a CSV/XLSX with an email column, or an earlier result file.
 // An entry that is not an address stops the run before anything is sent
 // (exit 2, naming the file and line): a suppression list that is read in
 // part is no safeguard.
-func readSuppressions(path string) (suppressions, error) {
-	if path == "" {
+func readSuppressions(paths ...string) (suppressions, error) {
+	if len(paths) == 0 {
 		return nil, nil
 	}
 	out := suppressions{}
-	add := func(s string) bool {
-		a, _, err := merge.NormalizeAddress(s)
+	for _, path := range paths {
+		if err := out.read(path); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// read adds the addresses of one suppression file to s.
+func (s suppressions) read(path string) error {
+	add := func(entry string) bool {
+		a, _, err := merge.NormalizeAddress(entry)
 		if err != nil {
-			pa, perr := mail.ParseAddress(s)
+			pa, perr := mail.ParseAddress(entry)
 			if perr != nil {
 				return false
 			}
@@ -71,7 +117,7 @@ func readSuppressions(path string) (suppressions, error) {
 				return false
 			}
 		}
-		out[suppressionKey(a)] = true
+		s[suppressionKey(a)] = true
 		return true
 	}
 	bad := func(where, entry string) error {
@@ -81,15 +127,16 @@ func readSuppressions(path string) (suppressions, error) {
 	case ".csv", ".xlsx", ".tsv":
 		l, err := merge.OpenList(path, merge.ListOptions{})
 		if err != nil {
-			return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+			return withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
 		}
 		defer l.Close()
 		if report.IsResultHeader(l.Header()) {
 			// An earlier run's result: suppress what a resume would not
 			// send again (delivered, rejected, in doubt) and what that run
-			// itself suppressed, never the rows it deferred, failed, found
-			// invalid or only rehearsed (a dry run), which are still owed
-			// their message. (A duplicate's address is its first row's.)
+			// itself suppressed (rows, and Cc/Bcc copies named in a row's
+			// note), never the rows it deferred, failed, found invalid or
+			// only rehearsed (a dry run), which are still owed their
+			// message. (A duplicate's address is its first row's.)
 			err := report.ResultOutcomes(path, func(o report.Outcome) error {
 				switch {
 				case o.Status == report.Delivered, o.Status == report.Rejected, o.Status == report.InDoubt,
@@ -98,35 +145,40 @@ func readSuppressions(path string) (suppressions, error) {
 						return bad(fmt.Sprintf("row %d", o.Row), o.Email)
 					}
 				}
+				for _, a := range suppressedCopies(o.Error) {
+					if !add(a) {
+						return bad(fmt.Sprintf("row %d", o.Row), a)
+					}
+				}
 				return nil
 			})
 			if err != nil {
-				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+				return withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
 			}
-			return out, nil
+			return nil
 		}
 		emailIdx := l.EmailIndex()
 		for {
 			rec, err := l.Next()
 			if err == io.EOF {
-				return out, nil
+				return nil
 			}
 			var rowErr *merge.RowError
 			if err != nil && !errors.As(err, &rowErr) {
-				return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+				return withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
 			}
 			cell := strings.TrimSpace(rowEmail(rec, emailIdx))
 			if cell == "" {
 				continue
 			}
 			if !add(cell) {
-				return nil, bad(fmt.Sprintf("row %d", rec.Row), cell)
+				return bad(fmt.Sprintf("row %d", rec.Row), cell)
 			}
 		}
 	}
 	fh, err := os.Open(path)
 	if err != nil {
-		return nil, withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
+		return withCode(exitUsage, fmt.Errorf("--suppress: %w", err))
 	}
 	defer fh.Close()
 	sc := bufio.NewScanner(fh)
@@ -136,13 +188,13 @@ func readSuppressions(path string) (suppressions, error) {
 			continue
 		}
 		if !add(line) {
-			return nil, bad(fmt.Sprintf("line %d", n), line)
+			return bad(fmt.Sprintf("line %d", n), line)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, withCode(exitUsage, fmt.Errorf("--suppress %s: %w", path, err))
+		return withCode(exitUsage, fmt.Errorf("--suppress %s: %w", path, err))
 	}
-	return out, nil
+	return nil
 }
 
 // joinNotes joins two notes about a row for its result's error column.
