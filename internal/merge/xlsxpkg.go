@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"unicode"
 	"unicode/utf16"
 
 	"github.com/xuri/excelize/v2"
@@ -239,7 +240,7 @@ func (x *xlsxFast) readWorkbook(meta *excelize.File) ([]string, map[string]*zip.
 	parts := map[string]*zip.File{}
 	folded := map[string]bool{}
 	for _, sh := range meta.WorkBook.Sheets.Sheet {
-		key := strings.ToLower(sh.Name)
+		key := foldKey(sh.Name)
 		if folded[key] || !validSheetName(sh.Name) {
 			return nil, nil, errXLSXUnsupported
 		}
@@ -262,6 +263,22 @@ func (x *xlsxFast) readWorkbook(meta *excelize.File) ([]string, map[string]*zip.
 		parts[sh.Name] = zf
 	}
 	return names, parts, nil
+}
+
+// foldKey returns the same string for two names that strings.EqualFold
+// (as excelize compares sheet names) finds equal: each rune becomes the
+// least rune of its simple case-folding orbit, so that ς, σ and Σ, or ſ,
+// s and S, share a key where strings.ToLower would keep them apart.
+func foldKey(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }
 
 // validSheetName is excelize's checkSheetName: Rows fails for any other
