@@ -367,7 +367,7 @@ func TestShardsCoverEveryRowOnceAndMerge(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"a shard missing", parts[:2], exitUsage, "rows of the list have no result"},
+		{"a shard missing", parts[:2], exitUsage, "of the list without a result"},
 		{"every shard", parts, exitOK, "every row of " + list + " has exactly one result"},
 	} {
 		out := filepath.Join(dir, "checked.xlsx")

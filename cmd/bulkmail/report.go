@@ -60,10 +60,10 @@ func checkMergedRows(path string, lf *listFlags, stderr io.Writer) error {
 	}
 	var why []string
 	if len(missing) > 0 {
-		why = append(why, fmt.Sprintf("%d rows of the list have no result (%s)", len(missing), firstRows(missing)))
+		why = append(why, fmt.Sprintf("%s of the list without a result (%s)", rowsCount(len(missing)), firstRows(missing)))
 	}
 	if len(extra) > 0 {
-		why = append(why, fmt.Sprintf("%d results have no row in the list (%s)", len(extra), firstRows(extra)))
+		why = append(why, fmt.Sprintf("%s without a row in the list (%s)", countOf(len(extra), "result", "results"), firstRows(extra)))
 	}
 	return usageErr("report --merge: the shard results do not match %s: %s; is a shard's result missing, or from another list? Nothing written", lf.list, strings.Join(why, " and "))
 }

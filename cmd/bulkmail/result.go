@@ -28,10 +28,18 @@ func (c statusCounts) String() string {
 	if total == 0 {
 		return "0 rows"
 	}
-	if total == 1 {
-		return "1 row: " + parts[0]
+	return rowsCount(total) + ": " + strings.Join(parts, ", ")
+}
+
+// rowsCount says "1 row" or "n rows".
+func rowsCount(n int) string { return countOf(n, "row", "rows") }
+
+// countOf says n things, in the singular for one.
+func countOf(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
 	}
-	return fmt.Sprintf("%d rows: %s", total, strings.Join(parts, ", "))
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // resultCounts are a result file's rows by status, and how many of the

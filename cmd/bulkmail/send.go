@@ -276,20 +276,20 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			progress.mu.Unlock()
 		}
 		if run.exhausted > 0 {
-			logf("%d rows were not tried again: they used their %d attempts (--max-attempts)", run.exhausted, f.maxAttempts)
+			logf("%s not tried again: they used their %d attempts (--max-attempts)", rowsCount(run.exhausted), f.maxAttempts)
 		}
 		if run.alreadyDone > 0 {
-			logf("%d rows were settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid retries the invalid rows, none of which was sent)", run.alreadyDone)
+			logf("%s settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid retries the invalid rows, none of which was sent)", rowsCount(run.alreadyDone))
 		}
 		if n := counts.statusCounts[report.InDoubt]; n > 0 && !f.resendInDoubt {
-			logf("%d rows are in_doubt: their message went out but no reply was recorded, so they may have been delivered; they are not sent again unless you add --resend-in-doubt (they keep their Message-ID)", n)
+			logf("%s in_doubt: the message went out but no reply was recorded, so it may have been delivered; not sent again unless you add --resend-in-doubt (the Message-ID is kept)", rowsCount(n))
 		}
 	}
 	if f.url == "" && !f.dryRun {
 		logf("nothing left this machine: messages are in %s/", f.outbox)
 	}
 	if counts.partial > 0 {
-		logf("%d rows reached their main recipient but not every Cc/Bcc: the refused ones are named in the error column and are not retried", counts.partial)
+		logf("%s reached the main recipient but not every Cc/Bcc: the refused ones are named in the error column and are not retried", rowsCount(counts.partial))
 	}
 	switch {
 	case runErr != nil:

@@ -580,10 +580,26 @@ func (e *PartialError) Error() string {
 const partialMark = ", not retried)"
 
 // IsPartial reports whether the error text of a delivered message (as a
-// journal or result file keeps it) is a PartialError's: a run that reads
-// outcomes back knows such rows by it.
+// journal or result file keeps it) names a refused recipient, as a
+// PartialError's does: a run that reads outcomes back knows such rows by
+// it. Texts written before partialMark existed ("recipient 2 refused: 451
+// ...") count too.
 func IsPartial(errText string) bool {
-	return strings.Contains(errText, " refused: ") && strings.Contains(errText, partialMark)
+	for {
+		i := strings.Index(errText, "recipient ")
+		if i < 0 {
+			return false
+		}
+		rest := errText[i+len("recipient "):]
+		n := 0
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n > 0 && strings.HasPrefix(rest[n:], " refused: ") {
+			return true
+		}
+		errText = rest
+	}
 }
 
 func (p *Pool) finishIn(ch *chain, j *Job, s Status, conn int, reason error) bool {

@@ -278,3 +278,24 @@ func (w *traceWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
+
+func TestIsPartial(t *testing.T) {
+	pe := &sender.PartialError{Refused: []sender.RefusedRecipient{{Index: 1, Addr: "boss@example.org", Reply: sender.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}}}}
+	for _, tt := range []struct {
+		text string
+		want bool
+	}{
+		{pe.Error(), true},
+		{"warning: short row padded; " + pe.Error(), true},
+		{"[recipient 2 refused: 451 4.3.0 try later]", true}, // as written before the address was named
+		{"", false},
+		{"warning: short row padded", false},
+		{"not sent to boss@example.org: on the suppression list", false},
+		{"the recipient refused: nothing", false},
+		{"recipient x refused: 550", false},
+	} {
+		if got := sender.IsPartial(tt.text); got != tt.want {
+			t.Errorf("IsPartial(%q) = %v, want %v", tt.text, got, tt.want)
+		}
+	}
+}
