@@ -116,8 +116,8 @@ func bigSheet(t testing.TB, n, pad int) string {
 // decoded rows within it (kept) and past it (second pass), read with the
 // real limits by both paths; the fast path leaves no temporary file.
 func TestReviewLateBigSheets(t *testing.T) {
-	if testing.Short() {
-		t.Skip("big")
+	if testing.Short() || raceEnabled {
+		t.Skip("reads over 100 MB of XML: not with -short or -race")
 	}
 	for _, tc := range []struct {
 		name   string
