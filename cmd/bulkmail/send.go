@@ -466,14 +466,15 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 	// to. Without this, a row that was invalid then and comes first in the
 	// list (fixed since, say by --encoding) would take the address and be
 	// sent a second copy of what its later duplicate already received.
-	// Only a run that takes invalid or skipped rows again can send such a
-	// row: in any other resume the rows are met in the same order as
-	// before, each first address claimed by the same row, so the journal
-	// need not be read (a row a time: seconds for a million rows).
+	// Only a run that takes invalid or skipped rows again can meet such a
+	// row before the one that claimed its address: in any other run the
+	// rows are met in list order, and a row an earlier run tried claims
+	// its address when it is met (below), so the journal need not be read
+	// first (a row a time: seconds for a million rows).
 	if r.only[report.Invalid] || r.only[report.Skipped] {
 		err := r.journal.Each(func(o report.Outcome) error {
-			if o.Status == report.Invalid || o.Status == report.Skipped || o.Email == "" {
-				return nil // never sent
+			if !claims(o, true) {
+				return nil
 			}
 			_, err := seen.Add(o.Email, o.Row)
 			return err
@@ -506,6 +507,14 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		}
 		prev, tried := r.journal.Last(rec.Row)
 		if !r.wanted(prev, tried) {
+			// A row an earlier run sent (or tried to) keeps its address:
+			// a later duplicate that run never reached is skipped, not sent
+			// a second copy.
+			if claims(prev, tried) {
+				if _, err := seen.Add(prev.Email, rec.Row); err != nil {
+					return withCode(exitAborted, err)
+				}
+			}
 			continue
 		}
 		email := rowEmail(rec, emailIdx)
@@ -582,6 +591,14 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			return nil
 		}
 	}
+}
+
+// claims reports whether a row whose last state is prev (tried is false
+// for a row never reached) holds its address against later duplicates: a
+// row that was sent, or tried, holds it; an invalid or skipped one never
+// was.
+func claims(prev report.Outcome, tried bool) bool {
+	return tried && prev.Email != "" && prev.Status != report.Invalid && prev.Status != report.Skipped
 }
 
 // wanted reports whether a row is to be tried in this run, given its last
