@@ -21,8 +21,10 @@ var pathFlags = map[string]bool{
 }
 
 // applyJobFile sets every flag the job file names that the command line
-// did not: flags override the job file. Keys are flag names (with '-' or
-// '_'); values are TOML strings, numbers or booleans. Secrets are refused:
+// did not: flags override the job file, except a list flag (--suppress),
+// whose entries from both count. Keys are flag names (with '-' or
+// '_'); values are TOML strings, numbers or booleans, or arrays of strings
+// for a list flag. Secrets are refused:
 // they come from the environment or files only.
 func applyJobFile(fs *flag.FlagSet, path string) error {
 	var values map[string]any
@@ -41,12 +43,15 @@ func applyJobFile(fs *flag.FlagSet, path string) error {
 		if name == "job" || fs.Lookup(name) == nil {
 			return usageErr("--job %s: unknown setting %q", path, key)
 		}
-		if set[name] {
+		_, repeatable := fs.Lookup(name).Value.(*fileList)
+		if set[name] && !repeatable {
 			continue
 		}
+		// A list flag (--suppress) given on the command line too keeps
+		// the job file's entries as well: suppression lists only add.
 		if list, ok := v.([]any); ok {
 			// An array, for a flag that may be given several times.
-			if _, repeatable := fs.Lookup(name).Value.(*fileList); !repeatable {
+			if !repeatable {
 				return usageErr("--job %s: %q takes one value, not a list", path, key)
 			}
 			for _, item := range list {

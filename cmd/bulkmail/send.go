@@ -696,9 +696,11 @@ func jobID(list *merge.List, part shard, template, html string) (report.JobID, e
 	if id.Template, err = hashFile(template); err != nil {
 		return id, err
 	}
+	// The HTML alternative is the message too: another one, or one added
+	// or dropped, is another campaign. "-" says there is none, so that a
+	// text-only journal is not taken for one too old to know.
+	id.HTML = "-"
 	if html != "" {
-		// The HTML alternative is the message too: another one is another
-		// campaign.
 		if id.HTML, err = hashFile(html); err != nil {
 			return id, err
 		}

@@ -54,8 +54,11 @@ type fileList []string
 
 func (l *fileList) String() string { return strings.Join(*l, ", ") }
 
+// Set adds path; an empty one (suppress = "" in a job file) adds nothing.
 func (l *fileList) Set(path string) error {
-	*l = append(*l, path)
+	if path != "" {
+		*l = append(*l, path)
+	}
 	return nil
 }
 
@@ -67,21 +70,64 @@ func suppressedCopiesNote(addrs []string) string {
 }
 
 // suppressedCopies returns the addresses that suppressedCopiesNote notes
-// put in a row's error text.
+// put in a row's error text. Only whole notes count: the text's parts are
+// joined by "; " (see joinNotes and outcomeOf), so a note starts the text
+// or follows "; ", and ends it or is followed by "; ". A server's reply
+// quoted earlier in the text ("message not sent to this user") is not one.
+// The addresses are split as an address list, so a quoted local part with
+// ", " in it stays whole.
 func suppressedCopies(errText string) []string {
+	const head, tail = "not sent to ", ": on the suppression list"
 	var out []string
-	for {
-		_, rest, ok := strings.Cut(errText, "not sent to ")
-		if !ok {
-			return out
+	for i := 0; i < len(errText); {
+		j := strings.Index(errText[i:], head)
+		if j < 0 {
+			break
 		}
-		list, after, ok := strings.Cut(rest, ": on the suppression list")
-		if !ok {
-			return out
+		start := i + j
+		i = start + len(head)
+		if start > 0 && !strings.HasSuffix(errText[:start], "; ") {
+			continue
 		}
-		out = append(out, strings.Split(list, ", ")...)
-		errText = after
+		// The note ends at the first tail that ends the text or a part.
+		for k := i; ; {
+			m := strings.Index(errText[k:], tail)
+			if m < 0 {
+				break
+			}
+			end := k + m
+			after := errText[end+len(tail):]
+			if after == "" || strings.HasPrefix(after, "; ") {
+				out = append(out, splitAddresses(errText[i:end])...)
+				i = end + len(tail)
+				break
+			}
+			k = end + len(tail)
+		}
 	}
+	return out
+}
+
+// splitAddresses splits the ", "-joined addresses of a note, leaving a
+// quoted local part ("smith, john"@example.org) whole.
+func splitAddresses(s string) []string {
+	var out []string
+	quoted, escaped, start := false, false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case escaped:
+			escaped = false
+		case c == '\\' && quoted:
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case !quoted && strings.HasPrefix(s[i:], ", "):
+			out = append(out, s[start:i])
+			start = i + 2
+			i++
+		}
+	}
+	return append(out, s[start:])
 }
 
 // readSuppressions reads the addresses never to send to from each of

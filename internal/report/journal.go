@@ -48,7 +48,7 @@ type JobID struct {
 	List     string // the list file's content, as a SHA-256 hex; required
 	Rows     string // how recipients are read from it (sheet, email column, shard)
 	Template string // the template's content
-	HTML     string // the HTML template's content, if there is one
+	HTML     string // the HTML template's content, or "-" for none
 }
 
 // String is the form kept in a journal's run records: List, then the other

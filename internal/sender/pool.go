@@ -580,26 +580,21 @@ func (e *PartialError) Error() string {
 const partialMark = ", not retried)"
 
 // IsPartial reports whether the error text of a delivered message (as a
-// journal or result file keeps it) names a refused recipient, as a
-// PartialError's does: a run that reads outcomes back knows such rows by
-// it. Texts written before partialMark existed ("recipient 2 refused: 451
-// ...") count too.
+// journal or result file keeps it) is a PartialError's: a run that reads
+// outcomes back knows such rows by it. The reason comes first in that text
+// (notes about the row follow it), so only a text that starts like
+// Error's output counts, written before partialMark existed included
+// ("[recipient 2 refused: 451 ...]").
 func IsPartial(errText string) bool {
-	for {
-		i := strings.Index(errText, "recipient ")
-		if i < 0 {
-			return false
-		}
-		rest := errText[i+len("recipient "):]
-		n := 0
-		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
-			n++
-		}
-		if n > 0 && strings.HasPrefix(rest[n:], " refused: ") {
-			return true
-		}
-		errText = rest
+	rest, ok := strings.CutPrefix(errText, "[recipient ")
+	if !ok {
+		return false
 	}
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	return n > 0 && strings.HasPrefix(rest[n:], " refused: ")
 }
 
 func (p *Pool) finishIn(ch *chain, j *Job, s Status, conn int, reason error) bool {

@@ -286,8 +286,10 @@ func TestIsPartial(t *testing.T) {
 		want bool
 	}{
 		{pe.Error(), true},
-		{"warning: short row padded; " + pe.Error(), true},
-		{"[recipient 2 refused: 451 4.3.0 try later]", true}, // as written before the address was named
+		{pe.Error() + "; warning: short row padded", true},
+		{"[recipient 2 refused: 451 4.3.0 try later]", true},                   // as written before the address was named
+		{"warning: list recipient 1 refused: march.csv row 3 is short", false}, // a note quoting list data
+		{`not sent to "recipient 2 refused: see below"@example.org: on the suppression list`, false},
 		{"", false},
 		{"warning: short row padded", false},
 		{"not sent to boss@example.org: on the suppression list", false},
