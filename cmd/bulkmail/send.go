@@ -276,7 +276,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			progress.mu.Unlock()
 		}
 		if run.exhausted > 0 {
-			logf("%s not tried again: they used their %d attempts (--max-attempts)", rowsCount(run.exhausted), f.maxAttempts)
+			logf("%s not tried again: --max-attempts %d used up", rowsCount(run.exhausted), f.maxAttempts)
 		}
 		if run.alreadyDone > 0 {
 			logf("%s settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid retries the invalid rows, none of which was sent)", rowsCount(run.alreadyDone))
