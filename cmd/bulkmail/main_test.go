@@ -758,7 +758,7 @@ func TestMaxAttemptsAcrossRuns(t *testing.T) {
 			}
 		}
 		rcpts = append(rcpts, n)
-		if run == 3 && !strings.Contains(stderr, "used their 4 attempts") {
+		if run == 3 && !strings.Contains(stderr, "--max-attempts 4 used up") {
 			t.Errorf("run 3 does not say why the row was left alone:\n%s", stderr)
 		}
 	}
