@@ -55,6 +55,7 @@ func TestCrashResume(t *testing.T) {
 	t.Run("KillDuringResultWrite", h.testKillDuringResultWrite)
 	t.Run("DeferredAttemptsAcrossRuns", h.testDeferredAttemptsAcrossRuns)
 	t.Run("ReportAfterKill", h.testReportAfterKill)
+	t.Run("Kill9WithDuplicates", h.testKill9WithDuplicates)
 }
 
 // buildBulkmail compiles this package into the test's temporary folder.
@@ -1456,5 +1457,74 @@ func (h *harness) testSIGTERMWhileRedialing(t *testing.T) {
 		if got[userEmail(i)] != 1 {
 			t.Errorf("%s received %d times, want 1", userEmail(i), got[userEmail(i)])
 		}
+	}
+}
+
+// testKill9WithDuplicates: the second half of the list repeats the first
+// half's addresses. Runs are killed (kill -9 or SIGTERM) at random points
+// and resumed until one finishes: each address is received exactly once
+// (at most once if its row is in doubt), and every repeat is skipped as a
+// duplicate of the first row. A resume meets the rows of the first half
+// as settled, and they must still claim their addresses.
+func (h *harness) testKill9WithDuplicates(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3} {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			const half = 60
+			rng := rand.New(rand.NewPCG(seed, 0xd0b1e))
+			srv := startCapture(t, capture.Config{})
+			j := newJob(t, srv, 0)
+			var b strings.Builder
+			b.WriteString("Email,Name,Plan\n")
+			for i := 1; i <= 2*half; i++ {
+				fmt.Fprintf(&b, "%s,User %d,plan-%d\n", userEmail((i-1)%half+1), i, i%3)
+			}
+			writeFile(t, j.list, b.String())
+			j.workers = 1 + rng.IntN(4)
+			for run := 0; run < 3; run++ {
+				target := len(srv.Messages()) + 1 + rng.IntN(half/2)
+				p := h.start(t, j.args()...)
+				if !waitUntil(t, "messages", p, func() bool { return len(srv.Messages()) >= target }) {
+					p.wait(t, 30*time.Second)
+					break
+				}
+				if rng.IntN(2) == 0 {
+					t.Logf("run %d: kill -9 after %d messages", run, target)
+					p.kill(t)
+				} else {
+					t.Logf("run %d: SIGTERM after %d messages", run, target)
+					p.cmd.Process.Signal(syscall.SIGTERM)
+					p.wait(t, 30*time.Second)
+				}
+			}
+			if code, stderr := h.run(t, j.args()...); code != exitOK && code != exitUndelivered {
+				t.Fatalf("final run: exit %d\n%s", code, stderr)
+			}
+			got := received(srv)
+			rows := readResult(t, j.result)
+			if len(rows) != 2*half {
+				t.Fatalf("result has %d rows, want %d", len(rows), 2*half)
+			}
+			for i, r := range rows {
+				email, status := r["email"], report.Status(r["status"])
+				if i < half {
+					switch {
+					case status == report.Delivered && got[email] != 1,
+						status == report.InDoubt && got[email] > 1,
+						status != report.Delivered && status != report.InDoubt:
+						t.Errorf("row %s %s: %s (%q), received %d times", r["row"], email, status, r["error"], got[email])
+					}
+					continue
+				}
+				if want := fmt.Sprintf("duplicate of row %d", i-half+2); status != report.Skipped || r["error"] != want {
+					t.Errorf("row %s %s: %s %q, want skipped %q", r["row"], email, status, r["error"], want)
+				}
+			}
+			for e, n := range got {
+				if n > 1 {
+					t.Errorf("%s received %d times", e, n)
+				}
+			}
+		})
 	}
 }
