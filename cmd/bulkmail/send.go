@@ -509,11 +509,17 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		if !r.wanted(prev, tried) {
 			// A row an earlier run sent (or tried to) keeps its address:
 			// a later duplicate that run never reached is skipped, not sent
-			// a second copy.
-			if claims(prev, tried) {
-				if _, err := seen.Add(prev.Email, rec.Row); err != nil {
-					return withCode(exitAborted, err)
-				}
+			// a second copy. So does a row never tried that --only passes
+			// over: a later run owes it the message, and a duplicate that
+			// --only skipped takes now would make that a second one.
+			addr := prev.Email
+			if !tried && len(r.only) > 0 && r.sendable(rec, rowErr) {
+				addr = rec.Address
+			} else if !claims(prev, tried) {
+				continue
+			}
+			if _, err := seen.Add(addr, rec.Row); err != nil {
+				return withCode(exitAborted, err)
 			}
 			continue
 		}
@@ -521,9 +527,12 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		settle := func(s report.Status, why string) error {
 			if tried && prev.Status == report.InDoubt {
 				// --resend-in-doubt took the row, but it is not sent after
-				// all: it may still have reached its recipient, and says so.
+				// all: it may still have reached its recipient, says so,
+				// and keeps its address against later duplicates.
 				r.progress.add(report.InDoubt)
-				return nil
+				logf("row %d stays in_doubt, not sent again: %s", rec.Row, why)
+				_, err := seen.Add(prev.Email, rec.Row)
+				return err
 			}
 			r.progress.add(s)
 			// Nothing was sent for this row: no need to wait for the disk.
@@ -591,6 +600,16 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			return nil
 		}
 	}
+}
+
+// sendable reports whether a row never tried would be sent if it were
+// taken: its address is valid, not suppressed, and its message renders.
+func (r *sendRun) sendable(rec merge.Recipient, rowErr *merge.RowError) bool {
+	if rowErr != nil || rec.Address == "" || r.suppressed.has(rec.Address) {
+		return false
+	}
+	_, err := r.tmpl.Render(rec)
+	return err == nil
 }
 
 // claims reports whether a row whose last state is prev (tried is false

@@ -191,6 +191,11 @@ func (s suppressions) read(path string) error {
 						return bad(fmt.Sprintf("row %d", o.Row), o.Email)
 					}
 				}
+				if o.Status == report.Invalid || o.Status == report.Skipped {
+					// Never handed to the sender: no Cc/Bcc was taken off
+					// its envelope, and its error may quote list data.
+					return nil
+				}
 				for _, a := range suppressedCopies(o.Error) {
 					if !add(a) {
 						return bad(fmt.Sprintf("row %d", o.Row), a)
