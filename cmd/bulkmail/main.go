@@ -155,17 +155,35 @@ func parseFlags(fs *flag.FlagSet, args []string) (done bool, err error) {
 	return false, nil
 }
 
-// otherExitStatuses are those of the commands that send nothing.
-const otherExitStatuses = `Exit status:
-  0  done
-  1  some rows could not be rendered (preview)
+// commandExitStatuses are those of the commands that send nothing.
+var commandExitStatuses = map[string]string{
+	"preview": `Exit status:
+  0  every row shown rendered
+  1  some rows could not be rendered
   2  usage or input error
-  3  the server could not be reached or refused us (probe), or a file could not be written
-`
+  3  a file could not be written
+`,
+	"probe": `Exit status:
+  0  the server was reached and answered
+  2  usage error
+  3  the server could not be reached or refused us
+`,
+	"report": `Exit status:
+  0  the result was written
+  2  usage or input error: a journal for another list or shard, or a merge
+     that misses rows or holds them twice (nothing written)
+  3  a file could not be written
+`,
+	"sink": `Exit status:
+  0  stopped by a signal
+  2  usage error
+  3  could not listen or write
+`,
+}
 
 // setUsage makes -h print the synopsis, the flags and the exit statuses.
 func setUsage(fs *flag.FlagSet, synopsis string) {
-	statuses := otherExitStatuses
+	statuses := commandExitStatuses[fs.Name()]
 	if fs.Name() == "send" {
 		statuses = exitStatuses
 	}

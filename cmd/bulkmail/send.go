@@ -186,7 +186,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	journal, err := report.OpenJournal(journalPath, job, report.OpenOptions{Reset: f.journalReset, TemplateEdited: f.templateEdit, RequireRows: shard.count > 1})
 	switch {
 	case errors.Is(err, report.ErrLocked):
-		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run; nothing sent: %w", journalPath, err))
+		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run (the journal is locked); nothing sent", journalPath))
 	case errors.Is(err, report.ErrListChanged):
 		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as one more --suppress (with your suppression lists)", journalPath, f.list, err))
 	case errors.Is(err, report.ErrRowsUnknown):
@@ -194,7 +194,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	case errors.Is(err, report.ErrRowsChanged):
 		return withCode(exitUsage, fmt.Errorf("the journal %s was written for other recipients of %s (another --sheet, --email-column or --shard, or shards of an earlier bulkmail, which could put a row in another shard); nothing sent. Other recipients need their own --result (or --journal); --journal-reset starts this one over and sends EVERY row (the old journal is kept)", journalPath, f.list))
 	case errors.Is(err, report.ErrTemplateChanged):
-		return withCode(exitUsage, fmt.Errorf("the journal %s was written with another version of the template %s or of its --html; nothing sent. A new campaign to this list needs its own --result (or --journal), or --journal-reset to start this one over (the old journal is kept); to finish the same campaign with a corrected template, add --template-edited", journalPath, f.template))
+		what := "another version of the template " + f.template
+		if errors.Is(err, report.ErrHTMLChanged) {
+			what = "another --html template, or with one where this run has none or the other way round"
+		}
+		return withCode(exitUsage, fmt.Errorf("the journal %s was written with %s; nothing sent. A new campaign to this list needs its own --result (or --journal), or --journal-reset to start this one over (the old journal is kept); to finish the same campaign with a corrected template, add --template-edited", journalPath, what))
 	case err != nil:
 		return withCode(exitAborted, err)
 	}
@@ -279,7 +283,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 			logf("%s not tried again: --max-attempts %d used up", rowsCount(run.exhausted), f.maxAttempts)
 		}
 		if run.alreadyDone > 0 {
-			logf("%s settled by an earlier run and not sent again (--journal-reset starts over and sends them all again; --only invalid retries the invalid rows, none of which was sent)", rowsCount(run.alreadyDone))
+			hint := "--journal-reset starts over and sends them all again"
+			if counts.statusCounts[report.Invalid] > 0 {
+				hint += "; --only invalid retries the invalid rows, none of which was sent"
+			}
+			logf("%s settled by an earlier run and not sent again (%s)", rowsCount(run.alreadyDone), hint)
 		}
 		if n := counts.statusCounts[report.InDoubt]; n > 0 && !f.resendInDoubt {
 			logf("%s in_doubt: the message went out but no reply was recorded, so it may have been delivered; not sent again unless you add --resend-in-doubt (the Message-ID is kept)", rowsCount(n))

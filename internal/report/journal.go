@@ -34,6 +34,12 @@ var ErrRowsChanged = errors.New("journal was written for other recipients of thi
 // another campaign, whose rows are not this one's.
 var ErrTemplateChanged = errors.New("journal was written with a different template")
 
+// ErrHTMLChanged is returned (wrapped) by OpenJournal when the journal was
+// written with another HTML template, or with one where the run has none
+// or the other way round. It wraps ErrTemplateChanged, and
+// OpenOptions.TemplateEdited accepts it likewise.
+var ErrHTMLChanged = fmt.Errorf("%w: the HTML template was added, removed or changed", ErrTemplateChanged)
+
 // ErrRowsUnknown is returned (wrapped) by OpenJournal, with
 // OpenOptions.RequireRows, for a journal written before JobID.Rows was
 // kept: it cannot tell how its rows were chosen.
@@ -97,8 +103,10 @@ func (id JobID) check(want JobID, opt OpenOptions) error {
 		return ErrRowsUnknown
 	case differs(id.Rows, want.Rows):
 		return ErrRowsChanged
-	case (differs(id.Template, want.Template) || differs(id.HTML, want.HTML)) && !opt.TemplateEdited:
+	case differs(id.Template, want.Template) && !opt.TemplateEdited:
 		return ErrTemplateChanged
+	case differs(id.HTML, want.HTML) && !opt.TemplateEdited:
+		return ErrHTMLChanged
 	}
 	return nil
 }
