@@ -521,9 +521,10 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			// over: a later run owes it the message, and a duplicate that
 			// --only skipped takes now would make that a second one.
 			addr := prev.Email
-			if !tried && len(r.only) > 0 && r.sendable(rec, rowErr) {
+			if rowErr == nil && rec.Address != "" {
 				addr = rec.Address
-			} else if !claims(prev, tried) {
+			}
+			if !claims(prev, tried) && (tried || len(r.only) == 0 || !r.sendable(rec, rowErr)) {
 				continue
 			}
 			if _, err := seen.Add(addr, rec.Row); err != nil {
@@ -543,8 +544,19 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 				return err
 			}
 			r.progress.add(s)
-			// Nothing was sent for this row: no need to wait for the disk.
-			return r.journal.Note(report.Outcome{Row: rec.Row, Email: email, Status: s, Error: why, Start: time.Now()})
+			// Nothing was sent for this row now: no need to wait for the
+			// disk. A row tried before keeps its attempts (--max-attempts)
+			// and Message-ID: it may have been delivered once (a resend of
+			// an in_doubt row that was then deferred), so it keeps its
+			// address too (claims).
+			o := report.Outcome{Row: rec.Row, Email: email, Status: s, Error: why, Start: time.Now()}
+			if tried {
+				o.Attempts, o.MessageID = prev.Attempts, prev.MessageID
+			}
+			if rowErr == nil && rec.Address != "" {
+				o.Email = rec.Address
+			}
+			return r.journal.Note(o)
 		}
 		var msg *merge.Message
 		switch {
@@ -622,10 +634,14 @@ func (r *sendRun) sendable(rec merge.Recipient, rowErr *merge.RowError) bool {
 
 // claims reports whether a row whose last state is prev (tried is false
 // for a row never reached) holds its address against later duplicates: a
-// row that was sent, or tried, holds it; an invalid or skipped one never
-// was.
+// row that was sent, or tried, holds it, even if it is invalid or skipped
+// now (its Message-ID says a message went out for it once); a row that was
+// only ever invalid or skipped does not.
 func claims(prev report.Outcome, tried bool) bool {
-	return tried && prev.Email != "" && prev.Status != report.Invalid && prev.Status != report.Skipped
+	if !tried || prev.Email == "" {
+		return false
+	}
+	return prev.MessageID != "" || prev.Status != report.Invalid && prev.Status != report.Skipped
 }
 
 // wanted reports whether a row is to be tried in this run, given its last
@@ -692,9 +708,10 @@ func outcomeOf(res sender.Result, p *pendingRow) report.Outcome {
 	return o
 }
 
-// messageIDs gives each row its Message-ID. A row resent after being in
-// doubt keeps the id of the first try, so a receiver that deduplicates by
-// Message-ID drops the second copy.
+// messageIDs gives each row its Message-ID. A row tried before keeps the
+// id of its first try whatever happened since (in doubt, then deferred on
+// a resend, say), so a receiver that deduplicates by Message-ID drops any
+// second copy.
 type messageIDs struct {
 	env     *environment
 	journal *report.Journal
@@ -702,7 +719,7 @@ type messageIDs struct {
 
 func (m *messageIDs) forRow(row int) string {
 	if m.journal != nil {
-		if prev, ok := m.journal.Last(row); ok && prev.Status == report.InDoubt && prev.MessageID != "" {
+		if prev, ok := m.journal.Last(row); ok && prev.MessageID != "" {
 			return prev.MessageID
 		}
 	}
