@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -112,6 +113,11 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("capture: listen: %w", err)
 	}
 	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
+	if cfg.Dir != "" {
+		// Numbered on from the files already there, so that a resumed
+		// run's messages sort after the earlier run's.
+		s.seq = lastSeq(cfg.Dir)
+	}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Domain
 	srv.MaxMessageBytes = cfg.MaxMessageBytes
@@ -128,6 +134,26 @@ func Start(cfg Config) (*Server, error) {
 		srv.Serve(&tapListener{Listener: ln, s: s})
 	}()
 	return s, nil
+}
+
+// lastSeq returns the highest number of the NNNNNN-QUEUEID.eml files in
+// dir, or 0.
+func lastSeq(dir string) int {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	last := 0
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "-")
+		if !ok || !strings.HasSuffix(e.Name(), ".eml") {
+			continue
+		}
+		if n, err := strconv.Atoi(num); err == nil && n > last {
+			last = n
+		}
+	}
+	return last
 }
 
 // Addr returns the host:port the server listens on.

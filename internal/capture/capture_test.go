@@ -109,6 +109,29 @@ func TestCaptureStoresWhatItAccepts(t *testing.T) {
 	}
 }
 
+// TestCaptureNumbersOnAfterEarlierFiles: a server started on a folder that
+// holds an earlier run's messages numbers its own after them, so that the
+// files sort in the order they were received.
+func TestCaptureNumbersOnAfterEarlierFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"000001-AAAA.eml", "000012-BBBB.eml", "notes.txt", "000099-not-eml.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := capture.Start(capture.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := dial(t, s)
+	send(t, c, "news@example.com", "ada@example.org", "Subject: hi\r\n\r\nx\r\n")
+	cmd(t, c, 221, "QUIT")
+	if msgs := s.Messages(); len(msgs) != 1 || !strings.HasPrefix(filepath.Base(msgs[0].File), "000013-") {
+		t.Fatalf("stored %+v, want one file numbered 000013", msgs)
+	}
+}
+
 // TestCaptureRefusals checks that the hooks' refusals reach the client
 // with their codes, enhanced codes and text, and that nothing refused is
 // stored.
