@@ -543,6 +543,17 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 				_, err := seen.Add(prev.Email, rec.Row)
 				return err
 			}
+			if claims(prev, tried) {
+				// It keeps its address in this run too, or a later
+				// duplicate no run reached would be sent now.
+				addr := prev.Email
+				if rowErr == nil && rec.Address != "" {
+					addr = rec.Address
+				}
+				if _, err := seen.Add(addr, rec.Row); err != nil {
+					return err
+				}
+			}
 			r.progress.add(s)
 			// Nothing was sent for this row now: no need to wait for the
 			// disk. A row tried before keeps its attempts (--max-attempts)

@@ -136,8 +136,11 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// lastSeq returns the highest number of the NNNNNN-QUEUEID.eml files in
-// dir, or 0.
+// lastSeq returns the highest number of the files in dir named as store
+// names them (six digits, '-', a 12-character queue id, ".eml"), or 0.
+// Other files, however named, do not count. Numbers are unique within one
+// server; two servers on one folder may repeat one, and the queue id keeps
+// their files apart.
 func lastSeq(dir string) int {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -145,11 +148,11 @@ func lastSeq(dir string) int {
 	}
 	last := 0
 	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "-")
-		if !ok || !strings.HasSuffix(e.Name(), ".eml") {
+		name := e.Name()
+		if !e.Type().IsRegular() || len(name) != len("000000-")+12+len(".eml") || name[6] != '-' || !strings.HasSuffix(name, ".eml") {
 			continue
 		}
-		if n, err := strconv.Atoi(num); err == nil && n > last {
+		if n, err := strconv.Atoi(name[:6]); err == nil && n > last && n < 999999 {
 			last = n
 		}
 	}

@@ -114,10 +114,16 @@ func TestCaptureStoresWhatItAccepts(t *testing.T) {
 // files sort in the order they were received.
 func TestCaptureNumbersOnAfterEarlierFiles(t *testing.T) {
 	dir := t.TempDir()
-	for _, name := range []string{"000001-AAAA.eml", "000012-BBBB.eml", "notes.txt", "000099-not-eml.txt"} {
+	// Only names as the server writes them count: not a note someone
+	// saved there, nor a number that would overflow or sort wrongly.
+	for _, name := range []string{"000001-AAAAAAAAAAAA.eml", "000012-BBBBBBBBBBBB.eml", "notes.txt", "000099-not-eml.txt",
+		"999999-NOTE.eml", "9223372036854775807-x.eml", "20261126-backup.eml"} {
 		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "000500-CCCCCCCCCCCC.eml"), 0o700); err != nil {
+		t.Fatal(err)
 	}
 	s, err := capture.Start(capture.Config{Dir: dir})
 	if err != nil {
