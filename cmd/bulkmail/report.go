@@ -145,19 +145,20 @@ Rebuilds a result file from a journal without sending, or merges shard results
 		return withCode(exitUsage, err)
 	}
 	defer j.Close()
-	listID, err := hashFile(lf.list)
-	if err != nil {
+	var want report.JobID
+	if want.List, err = hashFile(lf.list); err != nil {
 		return withCode(exitUsage, err)
 	}
-	if j.Job().List != listID {
-		return usageErr("report: %s was written for a different version of %s", *journalPath, lf.list)
-	}
-	if part.count > 1 && j.Job().Rows == "" {
-		return usageErr("report: %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form: the report could put a few rows in the wrong shard; use the bulkmail that wrote it", *journalPath)
-	}
-	if rows, err := listRowsID(&lf, part); err != nil {
+	if want.Rows, err = listRowsID(&lf, part); err != nil {
 		return err
-	} else if want := j.Job().Rows; want != "" && want != rows {
+	}
+	// The journal's own check, without the template, which report has not.
+	switch err := j.Job().Check(want, report.OpenOptions{RequireRows: part.count > 1}); {
+	case errors.Is(err, report.ErrListChanged):
+		return usageErr("report: %s was written for a different version of %s", *journalPath, lf.list)
+	case errors.Is(err, report.ErrRowsUnknown):
+		return usageErr("report: %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form: the report could put a few rows in the wrong shard; use the bulkmail that wrote it", *journalPath)
+	case errors.Is(err, report.ErrRowsChanged):
 		return usageErr("report: %s was written for other recipients of %s (another --sheet, --email-column or --shard, or shards of an earlier bulkmail)", *journalPath, lf.list)
 	}
 	counts, err := writeResult(*result, &lf, j, part, "not attempted")

@@ -514,45 +514,42 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			continue
 		}
 		prev, tried := r.journal.Last(rec.Row)
+		// The address a row holds against later duplicates (claims): the
+		// list's, or, for a row whose address is not valid now, the one
+		// the journal has.
+		claimAddr := prev.Email
+		if rowErr == nil && rec.Address != "" {
+			claimAddr = rec.Address
+		}
 		if !r.wanted(prev, tried) {
 			// A row an earlier run sent (or tried to) keeps its address:
 			// a later duplicate that run never reached is skipped, not sent
 			// a second copy. So does a row never tried that --only passes
 			// over: a later run owes it the message, and a duplicate that
 			// --only skipped takes now would make that a second one.
-			addr := prev.Email
-			if rowErr == nil && rec.Address != "" {
-				addr = rec.Address
-			}
 			if !claims(prev, tried) && (tried || len(r.only) == 0 || !r.sendable(rec, rowErr)) {
 				continue
 			}
-			if _, err := seen.Add(addr, rec.Row); err != nil {
+			if _, err := seen.Add(claimAddr, rec.Row); err != nil {
 				return withCode(exitAborted, err)
 			}
 			continue
 		}
 		email := rowEmail(rec, emailIdx)
 		settle := func(s report.Status, why string) error {
-			if tried && prev.Status == report.InDoubt {
-				// --resend-in-doubt took the row, but it is not sent after
-				// all: it may still have reached its recipient, says so,
-				// and keeps its address against later duplicates.
-				r.progress.add(report.InDoubt)
-				logf("row %d stays in_doubt, not sent again: %s", rec.Row, why)
-				_, err := seen.Add(prev.Email, rec.Row)
-				return err
-			}
 			if claims(prev, tried) {
 				// It keeps its address in this run too, or a later
 				// duplicate no run reached would be sent now.
-				addr := prev.Email
-				if rowErr == nil && rec.Address != "" {
-					addr = rec.Address
-				}
-				if _, err := seen.Add(addr, rec.Row); err != nil {
+				if _, err := seen.Add(claimAddr, rec.Row); err != nil {
 					return err
 				}
+			}
+			if tried && prev.Status == report.InDoubt {
+				// --resend-in-doubt took the row, but it is not sent after
+				// all: it may still have reached its recipient, and says so.
+				r.progress.add(report.InDoubt)
+				logf("row %d stays in_doubt, not sent again: %s", rec.Row, why)
+				return nil
 			}
 			r.progress.add(s)
 			// Nothing was sent for this row now: no need to wait for the
@@ -563,9 +560,6 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			o := report.Outcome{Row: rec.Row, Email: email, Status: s, Error: why, Start: time.Now()}
 			if tried {
 				o.Attempts, o.MessageID = prev.Attempts, prev.MessageID
-			}
-			if rowErr == nil && rec.Address != "" {
-				o.Email = rec.Address
 			}
 			return r.journal.Note(o)
 		}

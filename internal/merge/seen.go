@@ -333,9 +333,8 @@ func (s *FirstRows) fileErr(op string, err error) error {
 }
 
 // hashTable is an open-addressing table of hashes to rows. The hashes are
-// uniform already, so the low bits pick the slot; 0 marks an empty slot,
-// and a hash of 0 is stored as 1 (it then shares a slot with hash 1, odds
-// 2⁻⁶⁴).
+// uniform already, so the low bits pick the slot; 0 marks an empty slot
+// (Add never passes a hash of 0).
 type hashTable struct {
 	keys []uint64
 	rows []uint32
@@ -349,9 +348,6 @@ func newHashTable(limit int) hashTable {
 }
 
 func (t *hashTable) get(key uint64) (uint32, bool) {
-	if key == 0 {
-		key = 1
-	}
 	mask := uint64(len(t.keys) - 1)
 	for i := key & mask; ; i = (i + 1) & mask {
 		switch t.keys[i] {
@@ -365,9 +361,6 @@ func (t *hashTable) get(key uint64) (uint32, bool) {
 
 // put adds a key that get did not find.
 func (t *hashTable) put(key uint64, row uint32) {
-	if key == 0 {
-		key = 1
-	}
 	mask := uint64(len(t.keys) - 1)
 	i := key & mask
 	for t.keys[i] != 0 {

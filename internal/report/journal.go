@@ -92,9 +92,11 @@ func parseJobID(s string) JobID {
 	return id
 }
 
-// check returns why a run for want may not use a journal written for id;
-// parts either side does not know are not compared.
-func (id JobID) check(want JobID, opt OpenOptions) error {
+// Check returns why a run for want may not use a journal written for id
+// (nil if it may); parts either side does not know are not compared.
+// OpenJournal checks this itself; report, which only reads a journal,
+// asks.
+func (id JobID) Check(want JobID, opt OpenOptions) error {
 	differs := func(a, b string) bool { return a != "" && b != "" && a != b }
 	switch {
 	case differs(id.List, want.List):
@@ -271,7 +273,7 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 		return nil, err
 	}
 	if j.id.List != "" && !reset {
-		if err := j.id.check(id, opt); err != nil {
+		if err := j.id.Check(id, opt); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("report: journal %s: %w", path, err)
 		}
