@@ -732,17 +732,12 @@ func TestCapturedMultipartMatchesRendered(t *testing.T) {
 
 func TestMaxAttemptsAcrossRuns(t *testing.T) {
 	dir := t.TempDir()
-	srv := startCapture(t, capture.Config{Rcpt: func(to string) *capture.Reply {
-		if strings.HasPrefix(to, "user2@") {
-			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
-		}
-		return nil
-	}})
+	srv := startCapture(t, capture.Config{Rcpt: deferRcpt("user2@")})
 	list := writeList(t, dir, 3)
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--retries", "1", "--retry-wait", "1ms", "--retry-max-wait", "1ms", "--max-attempts", "4"}
+	args := sendArgs(srv, list, tmpl, result,
+		"--retries", "1", "--retry-wait", "1ms", "--retry-max-wait", "1ms", "--max-attempts", "4")
 	var rcpts []int
 	for run := 1; run <= 3; run++ {
 		code, _, stderr := runCLI(t, args...)
@@ -770,5 +765,21 @@ func TestMaxAttemptsAcrossRuns(t *testing.T) {
 	rows := readResult(t, result)
 	if r := rows[1]; r["status"] != "deferred" || r["attempts"] != "4" || r["rcpt_code"] != "451" {
 		t.Errorf("user2 after 3 runs: %v", r)
+	}
+}
+
+// sendArgs is `send` of list with tmpl to srv, writing result, then extra.
+func sendArgs(srv *capture.Server, list, tmpl, result string, extra ...string) []string {
+	return append([]string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}, extra...)
+}
+
+// deferRcpt answers 451 4.3.0 to every RCPT whose address starts with
+// prefix, and accepts the others.
+func deferRcpt(prefix string) func(string) *capture.Reply {
+	return func(to string) *capture.Reply {
+		if strings.HasPrefix(to, prefix) {
+			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
+		}
+		return nil
 	}
 }

@@ -93,8 +93,8 @@ func TestClaimsInDoubtThenDeferredGetsNewMessageID(t *testing.T) {
 	list := writeFile(t, filepath.Join(dir, "l.csv"), b.String())
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--workers", "1", "--grace", "200ms", "--retries", "0"}
+	args := sendArgs(srv, list, tmpl, result,
+		"--workers", "1", "--grace", "200ms", "--retries", "0")
 
 	code, stderr := runTagged(t, ctx, "run1", args...)
 	t.Logf("run 1 (stopped, dup@ left in doubt): exit %d\n%s", code, stderr)
@@ -149,8 +149,8 @@ func claimThenInvalid(t *testing.T) (srv *capture.Server, args []string, dir, re
 	list := writeFile(t, filepath.Join(dir, "l.csv"), b.String())
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result = filepath.Join(dir, "r.xlsx")
-	args = []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--workers", "1", "--retries", "0", "--attach-column", "files"}
+	args = sendArgs(srv, list, tmpl, result,
+		"--workers", "1", "--retries", "0", "--attach-column", "files")
 	code, _, stderr := runCLI(t, args...)
 	t.Logf("run 1 (server 451s dup@): exit %d\n%s", code, stderr)
 	logDupRows(t, result)
@@ -192,8 +192,8 @@ func TestClaimsExhaustedRowStrandsDuplicate(t *testing.T) {
 	list := dupListAtEnd(t, dir, 5)
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--workers", "1", "--retries", "0", "--max-attempts", "2"}
+	args := sendArgs(srv, list, tmpl, result,
+		"--workers", "1", "--retries", "0", "--max-attempts", "2")
 	for i := 0; i < 3; i++ {
 		code, _, stderr := runCLI(t, append(args, "--only", "deferred,failed")...)
 		t.Logf("cron run %d: exit %d\n%s", i+1, code, stderr)
@@ -243,8 +243,8 @@ func TestClaimsInDoubtDeferredInvalidThenOnlySkippedSendsTwice(t *testing.T) {
 		"user1@example.org,User 1,pro,\n")
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--workers", "1", "--grace", "200ms", "--retries", "0", "--attach-column", "files"}
+	args := sendArgs(srv, list, tmpl, result,
+		"--workers", "1", "--grace", "200ms", "--retries", "0", "--attach-column", "files")
 	code, stderr := runTagged(t, ctx, "run1", args...)
 	t.Logf("run 1 (dup@ left in doubt): exit %d\n%s", code, stderr)
 	logDupRows(t, result)

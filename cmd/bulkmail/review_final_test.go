@@ -68,7 +68,7 @@ func interruptedThenResumed(t *testing.T, resumeFlags ...string) (*capture.Serve
 	list := dupListAtEnd(t, dir, 40)
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result, "--workers", "1"}
+	args := sendArgs(srv, list, tmpl, result, "--workers", "1")
 	code, stderr := runCLICtx(t, ctx, args...)
 	t.Logf("run 1 (stopped after 3 messages): exit %d\n%s", code, stderr)
 	if code != exitInterrupted {
@@ -117,7 +117,7 @@ func TestFinalResultAsSuppressQuotedCommaCc(t *testing.T) {
 	unsub := writeFile(t, filepath.Join(dir, "unsub.txt"), cc+"\n")
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: Sender <sender@example.com>\nTo: {{.name}} <{{.email}}>\nCc: {{.manager}}\nSubject: Hello\n\nHi {{.plan}}\n")
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	code, _, stderr := runCLI(t, append(args, "--suppress", unsub)...)
 	t.Logf("run 1: exit %d\n%s", code, stderr)
 	for _, r := range readResult(t, result) {
@@ -225,7 +225,7 @@ func TestFinalAddedHTMLTakesOverTextOnlyJournal(t *testing.T) {
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	html := writeFile(t, filepath.Join(dir, "dec.html"), "<p>December offer for {{.name}}</p>\n")
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	if code, _, stderr := runCLI(t, args...); code != 0 {
 		t.Fatalf("run 1: exit %d\n%s", code, stderr)
 	}

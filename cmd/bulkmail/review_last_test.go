@@ -45,7 +45,7 @@ func stoppedWithQueuedDup(t *testing.T) (srv *capture.Server, args []string, res
 	list := writeFile(t, filepath.Join(dir, "l.csv"), b.String())
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result = filepath.Join(dir, "r.xlsx")
-	args = []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result, "--workers", "1"}
+	args = sendArgs(srv, list, tmpl, result, "--workers", "1")
 	code, stderr := runCLICtx(t, ctx, args...)
 	t.Logf("run 1 (stopped during the 3rd message): exit %d\n%s", code, stderr)
 	logRows(t, result)
@@ -109,7 +109,7 @@ func TestLastResendInDoubtInvalidRowDoesNotClaim(t *testing.T) {
 	list := writeFile(t, filepath.Join(dir, "l.csv"), b.String())
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result, "--workers", "1", "--attach-column", "files", "--grace", "200ms"}
+	args := sendArgs(srv, list, tmpl, result, "--workers", "1", "--attach-column", "files", "--grace", "200ms")
 	code, stderr := runCLICtx(t, ctx, args...)
 	t.Logf("run 1: exit %d\n%s", code, stderr)
 	logRows(t, result)

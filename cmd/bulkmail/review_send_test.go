@@ -98,7 +98,7 @@ func TestReviewResumeWithOtherEmailColumn(t *testing.T) {
 	list := writeFile(t, filepath.Join(dir, "l.csv"), "email,backup,name,plan\na1@example.org,b1@example.org,A,pro\na2@example.org,b2@example.org,B,pro\n")
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	if code, _, stderr := runCLI(t, args...); code != 0 {
 		t.Fatalf("run 1: exit %d\n%s", code, stderr)
 	}
@@ -134,7 +134,7 @@ func TestReviewResumeWithOtherSheet(t *testing.T) {
 	}
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	if code, _, stderr := runCLI(t, append(args, "--sheet", "January")...); code != 0 {
 		t.Fatalf("run 1: exit %d\n%s", code, stderr)
 	}
@@ -159,17 +159,12 @@ func TestReviewResumeWithOtherSheet(t *testing.T) {
 // deferred,failed knocks on a refusing server for ever.
 func TestReviewOnlyDeferredIgnoresMaxAttempts(t *testing.T) {
 	dir := t.TempDir()
-	srv := startCapture(t, capture.Config{KeepInMemory: true, Rcpt: func(to string) *capture.Reply {
-		if strings.HasPrefix(to, "user2@") {
-			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
-		}
-		return nil
-	}})
+	srv := startCapture(t, capture.Config{KeepInMemory: true, Rcpt: deferRcpt("user2@")})
 	list := writeList(t, dir, 3)
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--retries", "1", "--retry-wait", "1ms", "--retry-max-wait", "1ms", "--max-attempts", "2"}
+	args := sendArgs(srv, list, tmpl, result,
+		"--retries", "1", "--retry-wait", "1ms", "--retry-max-wait", "1ms", "--max-attempts", "2")
 	runCLI(t, args...) // 2 attempts for user2: max reached
 	before := rcptCount(srv)
 	_, _, stderr := runCLI(t, args...)
@@ -278,17 +273,12 @@ func TestReviewDeferredCcIsDropped(t *testing.T) {
 // under the bound does all of --retries+1 attempts.
 func TestReviewMaxAttemptsOvershoot(t *testing.T) {
 	dir := t.TempDir()
-	srv := startCapture(t, capture.Config{Rcpt: func(to string) *capture.Reply {
-		if strings.HasPrefix(to, "user2@") {
-			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
-		}
-		return nil
-	}})
+	srv := startCapture(t, capture.Config{Rcpt: deferRcpt("user2@")})
 	list := writeList(t, dir, 3)
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--retries", "3", "--retry-wait", "1ms", "--retry-max-wait", "1ms", "--max-attempts", "5"}
+	args := sendArgs(srv, list, tmpl, result,
+		"--retries", "3", "--retry-wait", "1ms", "--retry-max-wait", "1ms", "--max-attempts", "5")
 	runCLI(t, args...)
 	runCLI(t, args...)
 	rows := readResult(t, result)
@@ -457,7 +447,7 @@ func TestReviewChangedListAdviceSuppressesUndelivered(t *testing.T) {
 			list := writeList(t, dir, 3)
 			tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 			result := filepath.Join(dir, "results"+ext)
-			args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result, "--retries", "0"}
+			args := sendArgs(srv, list, tmpl, result, "--retries", "0")
 			if code, _, stderr := runCLI(t, args...); code != exitUndelivered {
 				t.Fatalf("run 1: exit %d\n%s", code, stderr)
 			}

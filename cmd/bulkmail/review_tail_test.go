@@ -49,8 +49,8 @@ func TestTailInvalidClaimantDoesNotClaimInItsRunThenFixSendsTwice(t *testing.T) 
 	list := writeFile(t, filepath.Join(dir, "l.csv"), b.String())
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result,
-		"--workers", "1", "--retries", "0", "--attach-column", "files"}
+	args := sendArgs(srv, list, tmpl, result,
+		"--workers", "1", "--retries", "0", "--attach-column", "files")
 
 	code, stderr := runTagged(t, ctx, "run1", args...)
 	t.Logf("run 1 (451 to dup@, stopped): exit %d\n%s", code, stderr)

@@ -27,7 +27,7 @@ func TestReviewTodayHTMLNotInJob(t *testing.T) {
 	june := writeFile(t, filepath.Join(dir, "june.html"), "<p>June news for {{.name}}</p>\n")
 	july := writeFile(t, filepath.Join(dir, "july.html"), "<p>July news for {{.name}}</p>\n")
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	if code, _, stderr := runCLI(t, append(args, "--html", june)...); code != 0 {
 		t.Fatalf("june: exit %d\n%s", code, stderr)
 	}
@@ -53,7 +53,7 @@ func TestReviewTodayPartialForgottenOnRerun(t *testing.T) {
 	list := writeFile(t, filepath.Join(dir, "l.csv"), "email,name,plan\nann@example.org,Ann,pro\n")
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: Sender <sender@example.com>\nTo: {{.name}} <{{.email}}>\nCc: boss@example.org\nSubject: Hello\n\nHi {{.plan}}\n")
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	code1, _, stderr := runCLI(t, args...)
 	t.Logf("run 1: exit %d\n%s", code1, stderr)
 	code2, _, stderr := runCLI(t, args...)
@@ -77,7 +77,7 @@ func TestReviewTodayResultAsSuppressSendsToUnsubscribed(t *testing.T) {
 	unsub := writeFile(t, filepath.Join(dir, "unsub.txt"), "bob@example.org\n")
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	if code, _, stderr := runCLI(t, append(args, "--suppress", unsub)...); code != 0 || countTo(srv, "bob@example.org") != 0 {
 		t.Fatalf("run 1: exit %d\n%s", code, stderr)
 	}
@@ -159,7 +159,7 @@ func TestLegacyShardJournalRefused(t *testing.T) {
 			}
 			j.Close()
 			before := len(srv.Messages())
-			args := append([]string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}, tc.extra...)
+			args := append(sendArgs(srv, list, tmpl, result), tc.extra...)
 			code, _, stderr := runCLI(t, args...)
 			if sent := len(srv.Messages()) - before; code != tc.wantCode || sent != tc.wantSent {
 				t.Errorf("exit %d, %d sent; want %d and %d\n%s", code, sent, tc.wantCode, tc.wantSent, stderr)
@@ -182,7 +182,7 @@ func TestResultAsSuppressKeepsSuppressedCopies(t *testing.T) {
 	unsub := writeFile(t, filepath.Join(dir, "unsub.txt"), "boss@example.org\nbob@example.org\n")
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: Sender <sender@example.com>\nTo: {{.name}} <{{.email}}>\nCc: {{.manager}}\nSubject: Hello\n\nHi {{.plan}}\n")
 	result := filepath.Join(dir, "r.csv")
-	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl, "--result", result}
+	args := sendArgs(srv, list, tmpl, result)
 	if code, _, stderr := runCLI(t, append(args, "--suppress", unsub)...); code != 0 || countTo(srv, "boss@example.org") != 0 || countTo(srv, "ann@example.org") != 1 {
 		t.Fatalf("run 1: exit %d\n%s", code, stderr)
 	}
