@@ -722,9 +722,10 @@ func (h *harness) testJournalWriteFailureStopsSending(t *testing.T) {
 	j := newJob(t, srv, n)
 	j.result = filepath.Join(filepath.Dir(j.result), "results.csv")
 	j.workers = 2
-	// 12 blocks: 6 KB (12 KB where the shell counts kilobytes), a dozen
-	// messages' worth of journal.
-	p := h.startLimited(t, 12, j.args()...)
+	// 24 blocks: 12 KB (24 KB where the shell counts kilobytes), a third
+	// to two thirds of the run's journal (reservations, commits and
+	// outcomes).
+	p := h.startLimited(t, 24, j.args()...)
 	code := p.wait(t, 30*time.Second)
 	stderr := p.stderr.String()
 	if code != exitAborted {

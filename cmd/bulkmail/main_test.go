@@ -25,6 +25,7 @@ import (
 
 	"github.com/bulkmail/bulkmail/internal/capture"
 	"github.com/bulkmail/bulkmail/internal/merge"
+	"github.com/bulkmail/bulkmail/internal/report"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -40,6 +41,7 @@ func testEnv() *environment {
 			return fmt.Sprintf("<test-%d@test.invalid>", n)
 		},
 		getenv: func(string) string { return "" },
+		boot:   report.BootID(),
 	}
 }
 

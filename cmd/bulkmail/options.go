@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/bulkmail/bulkmail/internal/merge"
+	"github.com/bulkmail/bulkmail/internal/report"
 	"github.com/bulkmail/bulkmail/internal/sender"
 )
 
@@ -24,6 +25,9 @@ type environment struct {
 	hostname  string
 	messageID func() string
 	getenv    func(string) string
+	// boot identifies this boot of the machine (report.BootID): a journal
+	// that knows it spares most fsyncs (see report.Journal).
+	boot string
 }
 
 func defaultEnv() *environment {
@@ -38,6 +42,7 @@ func defaultEnv() *environment {
 		// fully qualified, else at the sender's domain.
 		messageID: func() string { return "" },
 		getenv:    os.Getenv,
+		boot:      report.BootID(),
 	}
 }
 

@@ -3,6 +3,7 @@ package report
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -125,6 +126,24 @@ type OpenOptions struct {
 	// recipients were chosen (ErrRowsUnknown), for a caller whose way of
 	// choosing them has changed since such journals were written.
 	RequireRows bool
+	// Boot identifies this boot of the machine (BootID). With it the
+	// journal takes reservations (Reserve), and the first commit of a
+	// reserved row needs no fsync of its own; empty, every commit is
+	// fsynced before the final dot, as on a system without boot ids.
+	Boot string
+}
+
+// BootID returns the kernel's identifier of this boot of the machine
+// (Linux's /proc/sys/kernel/random/boot_id), or "" where there is none.
+// Two runs that see the same one saw the same page cache: whatever one
+// wrote to a file, even without an fsync, the other reads back, because
+// only a restart of the machine (a new boot id) loses unsynced writes.
+func BootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // ErrNotJournal is returned (wrapped) when the file named as a journal does
@@ -141,6 +160,8 @@ const (
 	kindRun     = "run"
 	kindCommit  = "commit"
 	kindOutcome = "outcome"
+	kindReserve = "reserve" // rows whose final dot may go out without a commit fsync
+	kindEnd     = "end"     // a run that reserved closed with every record durable
 )
 
 // record is one line of the journal. One struct serves the three kinds so
@@ -163,18 +184,35 @@ type record struct {
 	Start     time.Time `json:"start,omitzero"` // run, outcome
 	At        time.Time `json:"at,omitzero"`    // commit
 	Duration  int64     `json:"dur_ns,omitempty"`
+	// Last, so that the records of the other kinds keep their shape (and
+	// appendRecord's fast encoding): records with these are rare, and go
+	// through encoding/json.
+	Boot     string        `json:"boot,omitempty"`     // run
+	Reserved []Reservation `json:"reserved,omitempty"` // reserve
+}
+
+// Reservation names a row about to be handed to the workers, with the
+// address and Message-ID its message goes out with (see Journal.Reserve).
+type Reservation struct {
+	Row       int    `json:"row"`
+	Email     string `json:"email,omitempty"`
+	MessageID string `json:"mid,omitempty"`
 }
 
 // outcome converts a commit or outcome record into the state Last reports.
 func (r *record) outcome() Outcome {
 	if r.T == kindCommit {
+		why := r.Error // set on the commits OpenJournal infers after a restart
+		if why == "" {
+			why = inDoubtError
+		}
 		return Outcome{
 			Row:       r.Row,
 			Email:     r.Email,
 			Status:    InDoubt,
 			Attempts:  r.Attempt,
 			MessageID: r.MessageID,
-			Error:     inDoubtError,
+			Error:     why,
 			Start:     r.At,
 		}
 	}
@@ -196,6 +234,20 @@ func (r *record) outcome() Outcome {
 // Journal is the durable, append-only record of a job's outcomes. Each
 // Committing and Record call is written and fsynced before it returns;
 // concurrent calls share one write and one fsync.
+//
+// A journal opened with a boot id (OpenOptions.Boot) can do with far fewer
+// fsyncs, by reservation: the rows about to be handed to the workers are
+// first recorded in one fsynced "reserve" record (Reserve). The first
+// Committing of a reserved row, and every Record, is then only written:
+// the kernel has it, so a killed process loses nothing, and a run in the
+// same boot reads the journal exactly. Only a restart of the machine can
+// lose such records, and a run after one (another boot id) takes every
+// reserved row without a record after its reservation as in doubt
+// (delivery unknown): that covers every message whose final dot may have
+// gone out, at the price of also naming a few dozen rows that were still
+// waiting their turn. Any later commit of a row, a retry, is fsynced as
+// before, or a retry lost in a restart would be read back as the refusal
+// before it.
 //
 // A Journal from OpenJournal holds an exclusive lock on its file until Close.
 // A Journal from ReadJournal is read-only and holds no lock.
@@ -236,6 +288,16 @@ type Journal struct {
 	gathering bool // a caller waits in gatherLocked
 	fsyncTime time.Duration
 	fsyncs    int // how many so far, for tests
+
+	// Reservations (see Reserve).
+	boot     string           // this boot's id; "" takes no reservations
+	reserved map[int]struct{} // reserved rows with no record since: their commit needs no fsync
+	reserves bool             // this run reserved: Close marks the end
+	// restarted holds the rows that a run before a restart of the machine
+	// had reserved and that have no record after their reservation: in
+	// doubt. OpenJournal writes them down as commits; a read-only journal
+	// keeps them here.
+	restarted map[int]Outcome
 }
 
 type pendingRow struct {
@@ -267,7 +329,7 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j, err := load(f, path, false)
+	j, err := load(f, path, false, opt.Boot)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -287,7 +349,7 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 			return nil, err
 		}
 		f = nf
-		j = newJournal(f, path, false)
+		j = newJournal(f, path, false, opt.Boot)
 	}
 	// Truncate the torn tail (if any) before appending, or the next record
 	// would be glued to half a line.
@@ -306,9 +368,16 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 		return nil, fmt.Errorf("report: journal %s: %w", path, err)
 	}
 	j.id = id
-	line, err := encode(&record{T: kindRun, Version: journalVersion, List: id.String(), Start: time.Now().UTC()})
+	// Rows left in doubt by a restart are written down first, in the
+	// fsync that carries the run header: the header ends the reservations
+	// before it, so that no later run reads them again.
+	err = j.recordRestarted()
 	if err == nil {
-		err = j.append(line, 0)
+		var line []byte
+		line, err = encode(&record{T: kindRun, Version: journalVersion, List: id.String(), Start: time.Now().UTC(), Boot: opt.Boot})
+		if err == nil {
+			err = j.append(line, 0)
+		}
 	}
 	if err == nil {
 		// A new journal's directory entry must be durable too, or a crash
@@ -328,6 +397,11 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 // is ignored but left in place. Committing and Record on the returned
 // Journal return errors; Close releases the file.
 func ReadJournal(path string) (*Journal, error) {
+	return readJournal(path, BootID())
+}
+
+// readJournal is ReadJournal as seen from a machine in boot boot.
+func readJournal(path, boot string) (*Journal, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
@@ -336,7 +410,7 @@ func ReadJournal(path string) (*Journal, error) {
 		f.Close()
 		return nil, err
 	}
-	j, err := load(f, path, true)
+	j, err := load(f, path, true, boot)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -397,21 +471,27 @@ func rotate(path string, f *os.File) (*os.File, error) {
 	return nf, nil
 }
 
-func newJournal(f *os.File, path string, readOnly bool) *Journal {
-	j := &Journal{path: path, readOnly: readOnly, f: f, w: f, batch: 1}
+func newJournal(f *os.File, path string, readOnly bool, boot string) *Journal {
+	j := &Journal{path: path, readOnly: readOnly, f: f, w: f, batch: 1, boot: boot}
 	j.cond.L = &j.mu
 	return j
 }
 
 // load reads the journal in f from the start and indexes the last record of
-// every row. It sets j.size to the end of the last complete line.
-func load(f *os.File, path string, readOnly bool) (*Journal, error) {
-	j := newJournal(f, path, readOnly)
+// every row. It sets j.size to the end of the last complete line, and
+// j.restarted to the rows a run in another boot than boot left in doubt.
+func load(f *os.File, path string, readOnly bool, boot string) (*Journal, error) {
+	j := newJournal(f, path, readOnly, boot)
 	br := bufio.NewReaderSize(f, 64<<10)
 	var (
 		acc  []byte
 		off  int64
 		line int
+		// The reservations since the last run header or end mark, when the
+		// run that made them was in another boot: only those can have lost
+		// records.
+		runBoot  string
+		reserves []int64
 	)
 	for {
 		b, err := readLine(br, &acc)
@@ -438,6 +518,16 @@ func load(f *os.File, path string, readOnly bool) (*Journal, error) {
 					"(rows whose records stood after the damage will then be sent again: check them in the copy first)",
 					path, line, off, ErrNotJournal, off, path)
 			}
+			switch r.T {
+			case kindRun:
+				runBoot, reserves = r.Boot, nil
+			case kindEnd:
+				reserves = nil
+			case kindReserve:
+				if runBoot == "" || runBoot != boot {
+					reserves = append(reserves, off)
+				}
+			}
 			off += int64(len(b))
 			continue
 		}
@@ -454,7 +544,74 @@ func load(f *os.File, path string, readOnly bool) (*Journal, error) {
 		}
 	}
 	j.size, j.written = off, off
+	if err := j.inferRestarted(reserves); err != nil {
+		return nil, err
+	}
 	return j, nil
+}
+
+// restartError is the Error of a row found in doubt after a restart.
+const restartError = "the machine restarted while this row was being sent; delivery unknown"
+
+// inferRestarted sets j.restarted from the reserve records at offsets
+// reserves, made by a run in another boot than this one: each row they
+// name whose last record stands before its reservation may have had its
+// final dot sent, with the commit saying so lost in the restart.
+func (j *Journal) inferRestarted(reserves []int64) error {
+	for _, off := range reserves {
+		r, err := j.readAt(off)
+		if err != nil {
+			return fmt.Errorf("report: journal %s: %w", j.path, err)
+		}
+		for _, e := range r.Reserved {
+			last, ok := j.idx.get(e.Row)
+			if ok && last > off {
+				continue // its records after the reservation are on disk
+			}
+			o := Outcome{Row: e.Row, Email: e.Email, Status: InDoubt, MessageID: e.MessageID, Error: restartError, Attempts: 1}
+			if ok {
+				prev, err := j.readAt(last)
+				if err != nil {
+					return fmt.Errorf("report: journal %s: %w", j.path, err)
+				}
+				p := prev.outcome()
+				o.Attempts = p.Attempts + 1
+				if o.MessageID == "" {
+					o.MessageID = p.MessageID
+				}
+			}
+			if j.restarted == nil {
+				j.restarted = make(map[int]Outcome)
+			}
+			j.restarted[e.Row] = o
+		}
+	}
+	return nil
+}
+
+// recordRestarted appends a commit record for every row in j.restarted,
+// to be made durable with the next fsync.
+func (j *Journal) recordRestarted() error {
+	rows := make([]int, 0, len(j.restarted))
+	for row := range j.restarted {
+		rows = append(rows, row)
+	}
+	slices.Sort(rows)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, row := range rows {
+		o := j.restarted[row]
+		line, err := encode(&record{T: kindCommit, Row: row, Email: o.Email, Attempt: o.Attempts, MessageID: o.MessageID, Error: o.Error, At: time.Now().UTC()})
+		if err != nil {
+			return err
+		}
+		j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
+		j.pending = append(j.pending, line...)
+	}
+	// Last reads these rows from the file once the run header's fsync
+	// has indexed their records, before OpenJournal returns.
+	j.restarted = nil
+	return nil
 }
 
 // index records r, found at off on line number line, in j. It reports
@@ -478,6 +635,15 @@ func (j *Journal) index(r *record, off int64, line int) bool {
 			return false
 		}
 		j.idx.set(r.Row, off)
+		return true
+	case kindReserve:
+		for _, e := range r.Reserved {
+			if e.Row < 1 {
+				return false
+			}
+		}
+		return len(r.Reserved) > 0
+	case kindEnd:
 		return true
 	}
 	return false
@@ -520,6 +686,13 @@ func regularFile(f *os.File, path string) error {
 }
 
 func encode(r *record) ([]byte, error) {
+	if r.Boot != "" || r.Reserved != nil {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+		return append(b, '\n'), nil
+	}
 	b, err := appendRecord(make([]byte, 0, 256), r)
 	if err != nil {
 		return nil, fmt.Errorf("report: row %d: %w", r.Row, err)
@@ -532,6 +705,9 @@ func encode(r *record) ([]byte, error) {
 // sent) on attempt n. If the process dies before the matching Record, a later
 // run sees the row as InDoubt. After a failed write every call returns that
 // error.
+//
+// The first record of a row since its reservation (Reserve) is only
+// written: the reservation stands in for its fsync.
 func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 	if row < 1 {
 		return fmt.Errorf("report: row %d: row numbers start at 1", row)
@@ -540,18 +716,73 @@ func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 	if err != nil {
 		return err
 	}
+	j.mu.Lock()
+	_, reserved := j.reserved[row]
+	delete(j.reserved, row)
+	j.mu.Unlock()
+	if reserved {
+		return j.appendWritten(line, row)
+	}
 	return j.append(line, row)
 }
 
 // Record appends the outcome durably (fsync before return). It is safe for
 // concurrent use by many workers. After a failed write every call returns
 // that error: the caller must stop sending.
+//
+// In a journal that takes reservations, the outcome is only written, as
+// by RecordUnsynced: a restart that loses it leaves the row in doubt,
+// never unsent (see Journal).
 func (j *Journal) Record(o Outcome) error {
 	line, err := outcomeLine(&o)
 	if err != nil {
 		return err
 	}
+	if j.Reserving() {
+		j.mu.Lock()
+		delete(j.reserved, o.Row) // a later commit of it is a retry
+		j.mu.Unlock()
+		return j.appendWritten(line, o.Row)
+	}
 	return j.append(line, o.Row)
+}
+
+// Reserving reports whether the journal takes reservations: whether it
+// was opened with a boot id (OpenOptions.Boot).
+func (j *Journal) Reserving() bool { return j.boot != "" && !j.readOnly }
+
+// Reserve records, durably, that the rows in rs are about to be handed to
+// the workers, each with the address and Message-ID its message will go
+// out with. From then on the first Committing of each needs no fsync of
+// its own: after a restart of the machine, a row reserved and without a
+// later record reads as in doubt. On a journal that does not take
+// reservations (Reserving), Reserve does nothing.
+func (j *Journal) Reserve(rs []Reservation) error {
+	if !j.Reserving() || len(rs) == 0 {
+		return nil
+	}
+	for _, r := range rs {
+		if r.Row < 1 {
+			return fmt.Errorf("report: row %d: row numbers start at 1", r.Row)
+		}
+	}
+	line, err := encode(&record{T: kindReserve, Reserved: rs})
+	if err != nil {
+		return err
+	}
+	if err := j.append(line, 0); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.reserved == nil {
+		j.reserved = make(map[int]struct{}, len(rs))
+	}
+	for _, r := range rs {
+		j.reserved[r.Row] = struct{}{}
+	}
+	j.reserves = true
+	return nil
 }
 
 // Note appends an outcome without waiting for the disk: for rows that
@@ -567,7 +798,12 @@ func (j *Journal) Note(o Outcome) error { return j.appendUnsynced(o, false) }
 // loses it, and then the row reads as in doubt. It is for a worker that
 // commits its next message straight away: that commit's fsync carries
 // this outcome, one fsync per message instead of two.
-func (j *Journal) RecordUnsynced(o Outcome) error { return j.appendUnsynced(o, true) }
+func (j *Journal) RecordUnsynced(o Outcome) error {
+	if j.Reserving() {
+		return j.Record(o)
+	}
+	return j.appendUnsynced(o, true)
+}
 
 // appendUnsynced appends o without an fsync, writing it to the file at
 // once with write (or when a lot is pending).
@@ -576,12 +812,22 @@ func (j *Journal) appendUnsynced(o Outcome, write bool) error {
 	if err != nil {
 		return err
 	}
+	return j.appendLine(line, o.Row, write)
+}
+
+// appendWritten appends line, row's record, and writes it to the file
+// before it returns, without an fsync.
+func (j *Journal) appendWritten(line []byte, row int) error {
+	return j.appendLine(line, row, true)
+}
+
+func (j *Journal) appendLine(line []byte, row int, write bool) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if err := j.usable(); err != nil {
 		return err
 	}
-	j.rows = append(j.rows, pendingRow{o.Row, int64(len(j.pending))})
+	j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
 	j.pending = append(j.pending, line...)
 	if write || len(j.pending) >= 1<<18 {
 		j.writeLocked()
@@ -797,6 +1043,10 @@ func (j *Journal) gatherLocked() {
 // journal's sticky error is set so that the next Record stops the run.
 func (j *Journal) Last(row int) (Outcome, bool) {
 	j.mu.Lock()
+	if o, ok := j.restarted[row]; ok {
+		j.mu.Unlock()
+		return o, true
+	}
 	off, ok := j.idx.get(row)
 	j.mu.Unlock()
 	if !ok {
@@ -846,7 +1096,13 @@ func (j *Journal) Job() JobID {
 func (j *Journal) Len() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.idx.n
+	n := j.idx.n
+	for row := range j.restarted {
+		if _, ok := j.idx.get(row); !ok {
+			n++
+		}
+	}
+	return n
 }
 
 // Each calls fn with the last state (as Last returns it) of every row the
@@ -856,7 +1112,13 @@ func (j *Journal) Len() int {
 func (j *Journal) Each(fn func(Outcome) error) error {
 	j.mu.Lock()
 	rows := j.idx.rows()
+	for row := range j.restarted {
+		if _, ok := j.idx.get(row); !ok {
+			rows = append(rows, row)
+		}
+	}
 	j.mu.Unlock()
+	slices.Sort(rows)
 	for _, row := range rows {
 		o, _ := j.Last(row)
 		if err := fn(o); err != nil {
@@ -875,12 +1137,22 @@ func (j *Journal) Close() error {
 		return nil
 	}
 	j.closed = true
-	for (j.syncing || len(j.pending) > 0 || j.written > j.size) && j.err == nil {
-		if j.syncing {
-			j.cond.Wait()
-			continue
+	flush := func() {
+		for (j.syncing || len(j.pending) > 0 || j.written > j.size) && j.err == nil {
+			if j.syncing {
+				j.cond.Wait()
+				continue
+			}
+			j.flushLocked()
 		}
-		j.flushLocked()
+	}
+	flush()
+	if j.reserves && j.err == nil {
+		// Everything before the mark is durable, by the fsync above: a
+		// run after a restart need not doubt this run's reservations.
+		line, _ := encode(&record{T: kindEnd})
+		j.pending = append(j.pending, line...)
+		flush()
 	}
 	err := j.err
 	j.mu.Unlock()
