@@ -56,6 +56,7 @@ func TestCrashResume(t *testing.T) {
 	t.Run("DeferredAttemptsAcrossRuns", h.testDeferredAttemptsAcrossRuns)
 	t.Run("ReportAfterKill", h.testReportAfterKill)
 	t.Run("Kill9WithDuplicates", h.testKill9WithDuplicates)
+	t.Run("MachineRestart", h.testMachineRestart)
 }
 
 // buildBulkmail compiles this package into the test's temporary folder.
@@ -1526,6 +1527,79 @@ func (h *harness) testKill9WithDuplicates(t *testing.T) {
 					t.Errorf("%s received %d times", e, n)
 				}
 			}
+		})
+	}
+}
+
+// testMachineRestart kills a run with kill -9 and then takes away every
+// journal record after its last reservation: what a restart of the
+// machine may leave, since only the reservations were fsynced (see
+// report.Journal). The run after it, in another boot, must send none of
+// the messages the server already has, and say that each of them is in
+// doubt or delivered; the rows it reads as in doubt because of the
+// restart are at most the reservations in flight.
+func (h *harness) testMachineRestart(t *testing.T) {
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			t.Parallel()
+			const n = 400
+			srv := startCapture(t, capture.Config{})
+			j := newJob(t, srv, n)
+			j.workers = workers
+			p := h.start(t, j.args()...)
+			if !waitUntil(t, "messages", p, func() bool { return len(srv.Messages()) >= n/3 }) {
+				t.Fatalf("the run ended before it was killed:\n%s", p.stderr.String())
+			}
+			p.kill(t)
+
+			b, err := os.ReadFile(j.journal())
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := bytes.LastIndex(b, []byte(`{"t":"reserve"`))
+			if last < 0 {
+				t.Fatalf("no reservation in the journal:\n%.2000s", b)
+			}
+			cut := last + bytes.IndexByte(b[last:], '\n') + 1
+			if err := os.Truncate(j.journal(), int64(cut)); err != nil {
+				t.Fatal(err)
+			}
+			before := received(srv)
+
+			env := testEnv()
+			env.boot = "another-boot"
+			if code, _, stderr := runCLIEnv(t, env, j.args()...); code != exitUndelivered {
+				t.Fatalf("run after the restart: exit %d, want %d (rows in doubt)\n%s", code, exitUndelivered, stderr)
+			}
+			got := received(srv)
+			inDoubt, restarted := 0, 0
+			for _, r := range readResult(t, j.result) {
+				email, status := r["email"], report.Status(r["status"])
+				switch {
+				case got[email] > 1:
+					t.Errorf("row %s %s: %s, received %d times", r["row"], email, status, got[email])
+				case got[email] == 0 && status != report.InDoubt:
+					// In doubt is all a restart lets it be; anything else
+					// the run must have sent.
+					t.Errorf("row %s %s: never received, reads %s (%q)", r["row"], email, status, r["error"])
+				case status == report.InDoubt:
+					inDoubt++
+					if strings.Contains(r["error"], "machine restarted") {
+						restarted++
+					}
+				case status != report.Delivered:
+					t.Errorf("row %s %s: %s (%q)", r["row"], email, status, r["error"])
+				}
+			}
+			if restarted == 0 {
+				t.Errorf("no row is in doubt because of the restart (%d in doubt)", inDoubt)
+			}
+			// The last reservation, the one before it still queued, and
+			// each worker's message and the one it looked ahead to.
+			if bound := 2*reserveBatch(workers) + 2*workers; inDoubt > bound {
+				t.Errorf("%d rows in doubt after the restart, more than two reservations and the workers' messages (%d)", inDoubt, bound)
+			}
+			t.Logf("%d messages before the restart, %d rows in doubt after it (%d for the restart)", len(before), inDoubt, restarted)
 		})
 	}
 }

@@ -48,10 +48,16 @@ func testEnv() *environment {
 // runCLI runs bulkmail in-process and returns its exit status and stderr.
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	return runCLIEnv(t, testEnv(), args...)
+}
+
+// runCLIEnv is runCLI in the environment env.
+func runCLIEnv(t *testing.T, env *environment, args ...string) (int, string, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := runWith(ctx, args, &stdout, &stderr, testEnv())
+	err := runWith(ctx, args, &stdout, &stderr, env)
 	code := exitOK
 	if err != nil {
 		var ee *exitError
