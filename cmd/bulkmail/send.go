@@ -426,7 +426,7 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		Flush: func(int) error {
 			if r.journal.Reserving() {
 				// Written is enough: the reservation covers a restart.
-				return nil
+				return r.journal.WriteOut()
 			}
 			return r.journal.Sync()
 		},

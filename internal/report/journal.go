@@ -766,11 +766,7 @@ func (j *Journal) Reserve(rs []Reservation) error {
 			return fmt.Errorf("report: row %d: row numbers start at 1", r.Row)
 		}
 	}
-	line, err := encode(&record{T: kindReserve, Reserved: rs})
-	if err != nil {
-		return err
-	}
-	if err := j.append(line, 0); err != nil {
+	if err := j.append(appendReserve(nil, rs), 0); err != nil {
 		return err
 	}
 	j.mu.Lock()
@@ -798,11 +794,35 @@ func (j *Journal) Note(o Outcome) error { return j.appendUnsynced(o, false) }
 // loses it, and then the row reads as in doubt. It is for a worker that
 // commits its next message straight away: that commit's fsync carries
 // this outcome, one fsync per message instead of two.
+//
+// In a journal that takes reservations even the write waits for that
+// commit (or WriteOut), which writes both records at once: a process
+// killed in between leaves the row in doubt, as killed just before its
+// reply.
 func (j *Journal) RecordUnsynced(o Outcome) error {
-	if j.Reserving() {
-		return j.Record(o)
+	if !j.Reserving() {
+		return j.appendUnsynced(o, true)
 	}
-	return j.appendUnsynced(o, true)
+	line, err := outcomeLine(&o)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	delete(j.reserved, o.Row) // a later commit of it is a retry
+	j.mu.Unlock()
+	return j.appendLine(line, o.Row, false)
+}
+
+// WriteOut writes whatever is appended and not yet written to the file,
+// without an fsync: from then on it survives the death of the process.
+func (j *Journal) WriteOut() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return err
+	}
+	j.writeLocked()
+	return j.err
 }
 
 // appendUnsynced appends o without an fsync, writing it to the file at

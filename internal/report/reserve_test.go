@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -335,5 +336,23 @@ func TestReserveCloseEndsReservations(t *testing.T) {
 	}
 	if strict.fsyncs != before+1 {
 		t.Errorf("without a boot id a commit took %d fsyncs, want 1", strict.fsyncs-before)
+	}
+}
+
+// TestAppendReserveIsJSON: the reserve record's own encoder writes what
+// encoding/json does, so that any reader of the journal reads it alike.
+func TestAppendReserveIsJSON(t *testing.T) {
+	for _, rs := range [][]Reservation{
+		reservation(1),
+		reservation(3, 1, 1<<40),
+		{{Row: 9}, {Row: 10, Email: "<\"odd\"\\&\u2028@example.org>"}, {Row: 11, MessageID: "<x@y>", Email: "\xff@example.org"}},
+	} {
+		want, err := json.Marshal(&record{T: kindReserve, Reserved: rs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendReserve(nil, rs); string(got) != string(want)+"\n" {
+			t.Errorf("appendReserve:\ngot  %s\nwant %s", got, want)
+		}
 	}
 }
