@@ -215,7 +215,7 @@ func (d *recordDecoder) substr(i, j int) string {
 // recordKeys are the keys of a record in the order json.Marshal writes
 // them; a line's keys must come in this order, each at most once.
 var recordKeys = [...]string{"t", "v", "list", "row", "email", "status", "rcpt", "data",
-	"attempt", "attempts", "mid", "error", "conn", "start", "at", "dur_ns"}
+	"attempt", "attempts", "mid", "error", "conn", "start", "at", "dur_ns", "boot", "reserved"}
 
 func (d *recordDecoder) record(r *record) bool {
 	ok := d.object(recordKeys[:], func(k int) bool {
@@ -253,8 +253,12 @@ func (d *recordDecoder) record(r *record) bool {
 			return d.time(&r.Start)
 		case 14:
 			return d.time(&r.At)
-		default:
+		case 15:
 			return d.int64(&r.Duration)
+		case 16:
+			return d.str(&r.Boot)
+		default:
+			return d.reservations(&r.Reserved)
 		}
 	})
 	if !ok {
@@ -274,6 +278,39 @@ func (d *recordDecoder) record(r *record) bool {
 }
 
 var replyKeys = [...]string{"code", "enhanced", "text"}
+
+var reservationKeys = [...]string{"row", "email", "mid"}
+
+// reservations reads a non-empty array of reservations, as appendReserve
+// writes it.
+func (d *recordDecoder) reservations(p *[]Reservation) bool {
+	if !d.byte('[') {
+		return false
+	}
+	for {
+		var r Reservation
+		ok := d.object(reservationKeys[:], func(k int) bool {
+			switch k {
+			case 0:
+				return d.int(&r.Row)
+			case 1:
+				return d.str(&r.Email)
+			default:
+				return d.str(&r.MessageID)
+			}
+		})
+		if !ok {
+			return false
+		}
+		*p = append(*p, r)
+		if d.byte(']') {
+			return true
+		}
+		if !d.byte(',') {
+			return false
+		}
+	}
+}
 
 func (d *recordDecoder) reply(p *Reply) bool {
 	return d.object(replyKeys[:], func(k int) bool {

@@ -157,8 +157,27 @@ func TestDecodeRecordIsJSONUnmarshal(t *testing.T) {
 		`{"at":"2026-11-25T24:00:00Z"}`, `{"at":"10000-01-01T00:00:00Z"}`,
 		`{"t":"run","v":1,"list":"x","row":1,"email":"e","status":"delivered","rcpt":{"code":1},"data":{"code":2},"attempt":1,"attempts":2,"mid":"m","error":"e","conn":3,"start":"2026-11-25T09:00:00Z","at":"2026-11-25T09:00:00Z","dur_ns":4}`,
 		`{"t":"run" }`, `{"t" :"run"}`, `{ "t":"run"}`, `{"t":"run",}`, `{,"t":"run"}`,
+		`{"t":"reserve","reserved":[]}`, `{"t":"reserve","reserved":null}`, `{"t":"reserve","reserved":[{}]}`,
+		`{"t":"reserve","reserved":[{"row":1},]}`, `{"t":"reserve","reserved":[{"row":1}{"row":2}]}`,
+		`{"t":"reserve","reserved":[{"mid":"m","row":1}]}`, `{"t":"reserve","reserved":[{"row":1,"row":2}]}`,
+		`{"t":"reserve","reserved":[{"row":1,"email":"aA"}],"reserved":[{"row":2}]}`,
+		`{"t":"reserve","reserved":[{"row":1}]`, `{"t":"reserve","reserved":[{"row":1}] }`, `{"t":"end"}`,
+		`{"t":"run","boot":""}`, `{"t":"run","boot":1}`,
 	} {
 		checkDecode(t, []byte(line))
+	}
+	// What the journal writes for its own kinds is read fast.
+	run, err := json.Marshal(&record{T: kindRun, Version: 1, List: "x", Start: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC), Boot: "b00t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range [][]byte{
+		run,
+		appendReserve(nil, reservation(1, 2, 3)),
+		appendReserve(nil, []Reservation{{Row: 7}, {Row: 8, Email: "<\"q\">@x", MessageID: "<m\u2028@x>"}}),
+	} {
+		checkDecode(t, line)
+		checkFast(t, line)
 	}
 }
 

@@ -3,13 +3,17 @@
 //
 // Two things live here:
 //
-//   - The [Journal], an append-only JSON-lines file that is fsynced before
-//     each call returns. It is the only state a resumed run trusts: a row whose
-//     last record is an outcome with a final status is never sent again, and a
-//     row whose last record says the final dot was about to go out comes back
-//     as [InDoubt] rather than being resent. Many workers write to it at once;
-//     their records share one write and one fsync (group commit). An exclusive
-//     flock keeps two overlapping runs from sharing a journal.
+//   - The [Journal], an append-only JSON-lines file. It is the only state a
+//     resumed run trusts: a row whose last record is an outcome with a final
+//     status is never sent again, and a row whose last record says the final
+//     dot was about to go out comes back as [InDoubt] rather than being
+//     resent. Each record is written before the call returns; what must
+//     survive a restart of the machine is fsynced too: every commit, or, on
+//     a machine with boot ids, the reservation of each batch of rows (see
+//     [Journal.Reserve]), after which a restart leaves every reserved row
+//     without a later record in doubt. Many workers write to it at once;
+//     their records share one write and one fsync (group commit). An
+//     exclusive flock keeps two overlapping runs from sharing a journal.
 //
 //   - The [Result], a spreadsheet (XLSX, streamed) or CSV with one line per
 //     list row: the fixed outcome columns, then the list's own columns. It is

@@ -1091,6 +1091,19 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 
 // readAt decodes the record that starts at off.
 func (j *Journal) readAt(off int64) (*record, error) {
+	// Most records fit in one small read; the result file makes one a row.
+	var small [1024]byte
+	n, err := j.f.ReadAt(small[:], off)
+	if i := bytes.IndexByte(small[:n], '\n'); i >= 0 {
+		var r record
+		if err := decodeRecord(small[:i+1], &r); err != nil {
+			return nil, err
+		}
+		return &r, nil
+	}
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
 	br := bufio.NewReaderSize(io.NewSectionReader(j.f, off, 1<<62), 1024)
 	var acc []byte
 	b, err := readLine(br, &acc)
