@@ -267,12 +267,11 @@ type Journal struct {
 	mu       sync.Mutex
 	cond     sync.Cond // signalled when an fsync ends or fails
 	id       JobID     // of the last run
-	idx      rowIndex  // durable records only
+	idx      rowIndex  // records written to the file
 	size     int64     // end of the durable records
 	written  int64     // end of the written records (>= size)
 	pending  []byte
 	rows     []pendingRow // rows in pending, with their offsets in it
-	unsynced []pendingRow // rows written and not durable, offsets in the file
 	batch    uint64       // number of the next fsync
 	flushed  uint64       // highest batch on disk
 	syncing  bool         // a caller is in fsync (or gathering for one) with mu released
@@ -973,8 +972,13 @@ func (j *Journal) writeLocked() {
 		j.cond.Broadcast()
 		return
 	}
+	// Last reads what is written: this process sees it, and so does any
+	// later run in this boot; a run after a restart judges for itself
+	// what survived (see Journal).
 	for _, r := range j.rows {
-		j.unsynced = append(j.unsynced, pendingRow{r.row, j.written + r.off})
+		if r.row > 0 {
+			j.idx.set(r.row, j.written+r.off)
+		}
 	}
 	j.written += int64(len(j.pending))
 	j.pending, j.rows = j.pending[:0], j.rows[:0]
@@ -1001,7 +1005,7 @@ func (j *Journal) flushLocked() {
 	}
 	// What is written now is what this fsync makes durable; records
 	// written while it runs wait for the next.
-	end, cut := j.written, len(j.unsynced)
+	end := j.written
 	j.syncing = true
 	j.mu.Unlock()
 
@@ -1019,10 +1023,6 @@ func (j *Journal) flushLocked() {
 	if err != nil {
 		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
 	} else {
-		for _, r := range j.unsynced[:cut] {
-			j.idx.set(r.row, r.off)
-		}
-		j.unsynced = append(j.unsynced[:0], j.unsynced[cut:]...)
 		j.size = end
 		j.flushed = n
 	}
