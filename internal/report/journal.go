@@ -264,19 +264,19 @@ type Journal struct {
 	// (fsynced: a crash of the machine does not either). Writes happen
 	// with mu held, in order; an fsync runs with mu released, so that
 	// other callers queue the next batch meanwhile.
-	mu       sync.Mutex
-	cond     sync.Cond // signalled when an fsync ends or fails
-	id       JobID     // of the last run
-	idx      rowIndex  // records written to the file
-	size     int64     // end of the durable records
-	written  int64     // end of the written records (>= size)
-	pending  []byte
-	rows     []pendingRow // rows in pending, with their offsets in it
-	batch    uint64       // number of the next fsync
-	flushed  uint64       // highest batch on disk
-	syncing  bool         // a caller is in fsync (or gathering for one) with mu released
-	err      error        // sticky: set by the first failed write or fsync
-	closed   bool
+	mu      sync.Mutex
+	cond    sync.Cond // signalled when an fsync ends or fails
+	id      JobID     // of the last run
+	idx     rowIndex  // records written to the file
+	size    int64     // end of the durable records
+	written int64     // end of the written records (>= size)
+	pending []byte
+	rows    []pendingRow // rows in pending, with their offsets in it
+	batch   uint64       // number of the next fsync
+	flushed uint64       // highest batch on disk
+	syncing bool         // a caller is in fsync (or gathering for one) with mu released
+	err     error        // sticky: set by the first failed write or fsync
+	closed  bool
 
 	// Group commit: with group > 1 callers committing at once, an fsync
 	// waits for them all to join, but never longer than half the time an
