@@ -438,8 +438,11 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 			r.progress.add(o.Status)
 			return nil
 		},
-		// A refusal of data that went out is recorded before the retry
-		// waits, or a crash meanwhile would leave the row looking in doubt.
+		// A refusal is recorded before the retry waits, or a crash
+		// meanwhile would leave the row looking in doubt: its data went
+		// out, or (with reservations) it was reserved and nothing since.
+		// The record also makes the retry's commit fsynced (see
+		// report.Journal.Committing).
 		Retrying: func(res sender.Result) error {
 			return r.record(outcomeOf(res, r.pendingRow(res.Job.ID)), res.Lazy)
 		},

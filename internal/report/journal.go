@@ -162,6 +162,7 @@ const (
 	kindOutcome = "outcome"
 	kindReserve = "reserve" // rows whose final dot may go out without a commit fsync
 	kindEnd     = "end"     // a run that reserved closed with every record durable
+	kindGuard   = "guard"   // after reserve records, so that no earlier bulkmail drops them
 )
 
 // record is one line of the journal. One struct serves the three kinds so
@@ -328,7 +329,7 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j, err := load(f, path, false, opt.Boot)
+	j, err := load(f, path, false, trustedBoot(path, opt.Boot))
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -387,6 +388,13 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 		f.Close()
 		return nil, err
 	}
+	// The rows a failed fsync left in doubt are written down and fsynced
+	// with the run header: the mark has served.
+	if err := os.Remove(path + unsyncedSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.Close()
+		return nil, fmt.Errorf("report: journal %s: %w", path, err)
+	}
+	j.boot = opt.Boot
 	return j, nil
 }
 
@@ -409,7 +417,7 @@ func readJournal(path, boot string) (*Journal, error) {
 		f.Close()
 		return nil, err
 	}
-	j, err := load(f, path, true, boot)
+	j, err := load(f, path, true, trustedBoot(path, boot))
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -549,6 +557,13 @@ func load(f *os.File, path string, readOnly bool, boot string) (*Journal, error)
 	return j, nil
 }
 
+// reserveRecord bounds the bytes of rows one reserve record lists.
+const reserveRecord = 64 << 10
+
+// guardLine follows every group of reserve records (see Reserve): a record
+// this bulkmail skips and earlier ones refuse.
+var guardLine = []byte(`{"t":"guard"}` + "\n")
+
 // restartError is the Error of a row found in doubt after a restart.
 const restartError = "the machine restarted while this row was being sent; delivery unknown"
 
@@ -642,7 +657,7 @@ func (j *Journal) index(r *record, off int64, line int) bool {
 			}
 		}
 		return len(r.Reserved) > 0
-	case kindEnd:
+	case kindEnd, kindGuard:
 		return true
 	}
 	return false
@@ -765,7 +780,23 @@ func (j *Journal) Reserve(rs []Reservation) error {
 			return fmt.Errorf("report: row %d: row numbers start at 1", r.Row)
 		}
 	}
-	if err := j.append(appendReserve(nil, rs), 0); err != nil {
+	// One record per reserveRecord bytes or so, far below maxRecord
+	// whatever the batch and the addresses; one fsync for them all.
+	var lines []byte
+	for start := 0; start < len(rs); {
+		end, size := start, 0
+		for end < len(rs) && (end == start || size < reserveRecord) {
+			size += 32 + len(rs[end].Email) + len(rs[end].MessageID)
+			end++
+		}
+		lines = appendReserve(lines, rs[start:end])
+		start = end
+	}
+	// An earlier bulkmail takes an unknown last line for the torn tail of
+	// a crash and drops it, which would make these rows unsent; a line
+	// after it makes such a bulkmail refuse the journal instead.
+	lines = append(lines, guardLine...)
+	if err := j.append(lines, 0); err != nil {
 		return err
 	}
 	j.mu.Lock()
@@ -794,22 +825,15 @@ func (j *Journal) Note(o Outcome) error { return j.appendUnsynced(o, false) }
 // commits its next message straight away: that commit's fsync carries
 // this outcome, one fsync per message instead of two.
 //
-// In a journal that takes reservations even the write waits for that
-// commit (or WriteOut), which writes both records at once: a process
-// killed in between leaves the row in doubt, as killed just before its
-// reply.
+// In a journal that takes reservations it is Record: written, not synced.
+// (Leaving even the write to that commit would save a system call a
+// message, and make a delivered row read in doubt after a kill between
+// the two.)
 func (j *Journal) RecordUnsynced(o Outcome) error {
-	if !j.Reserving() {
-		return j.appendUnsynced(o, true)
+	if j.Reserving() {
+		return j.Record(o)
 	}
-	line, err := outcomeLine(&o)
-	if err != nil {
-		return err
-	}
-	j.mu.Lock()
-	delete(j.reserved, o.Row) // a later commit of it is a retry
-	j.mu.Unlock()
-	return j.appendLine(line, o.Row, false)
+	return j.appendUnsynced(o, true)
 }
 
 // WriteOut writes whatever is appended and not yet written to the file,
@@ -1022,10 +1046,32 @@ func (j *Journal) flushLocked() {
 	}
 	if err != nil {
 		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
+		if j.boot != "" {
+			// After a failed write-back the kernel may drop the pages it
+			// could not write: what this boot reads back is no longer
+			// what was written, and the next run must judge the
+			// reservations as after a restart. Best effort: the disk may
+			// take nothing more.
+			_ = os.WriteFile(j.path+unsyncedSuffix, []byte(j.boot+"\n"), 0o600)
+		}
 	} else {
 		j.size = end
 		j.flushed = n
 	}
+}
+
+// unsyncedSuffix names the file beside a journal that says an fsync of
+// it failed: until a run has settled it, no one trusts what the journal's
+// boot wrote without an fsync.
+const unsyncedSuffix = ".unsynced"
+
+// trustedBoot is the boot whose unsynced records a reader of the journal
+// at path may trust: boot, unless an fsync of the journal failed.
+func trustedBoot(path, boot string) string {
+	if _, err := os.Lstat(path + unsyncedSuffix); err == nil {
+		return ""
+	}
+	return boot
 }
 
 // gatherLocked waits, before an fsync, for the callers expected to join

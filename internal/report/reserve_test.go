@@ -356,3 +356,88 @@ func TestAppendReserveIsJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestReserveFailedFsyncDistrustsBoot: after an fsync of the journal
+// fails, the kernel may drop what it could not write, so a run in the same
+// boot can no longer trust what was only written: the journal leaves a
+// mark, and the next run judges the reservations as after a restart, then
+// clears the mark.
+func TestReserveFailedFsyncDistrustsBoot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Reserve(reservation(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Committing(1, 1, "r1@example.org", "<1@bulkmail.test>"); err != nil {
+		t.Fatal(err)
+	}
+	// Writes go on, fsyncs fail: a pipe takes writes and refuses fsync.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	j.mu.Lock()
+	j.w = pw
+	j.mu.Unlock()
+	if err := j.Sync(); err == nil {
+		t.Fatal("Sync on a pipe succeeded")
+	}
+	j.f.Close() // the run stops; its process ends
+	pw.Close()
+	if _, err := os.Stat(path + unsyncedSuffix); err != nil {
+		t.Fatalf("no mark after a failed fsync: %v", err)
+	}
+
+	r, err := readJournal(path, bootA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := r.Last(2); !ok || o.Status != InDoubt || o.Error != restartError {
+		t.Errorf("row 2, reserved, read in the same boot after a failed fsync: %+v (found %v), want in doubt", o, ok)
+	}
+	r.Close()
+
+	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := j2.Last(2); o.Status != InDoubt {
+		t.Errorf("row 2 after the resume: %+v, want in doubt", o)
+	}
+	if !j2.Reserving() {
+		t.Error("the resumed journal takes no reservations")
+	}
+	if err := j2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + unsyncedSuffix); !os.IsNotExist(err) {
+		t.Errorf("the mark is still there after a run settled it: %v", err)
+	}
+}
+
+// TestReserveNeverLastLine: an earlier bulkmail takes an unknown last line
+// for a torn tail and drops it; a reservation is always followed by a line
+// in the same write, so such a bulkmail refuses the journal instead.
+func TestReserveNeverLastLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if err := j.Reserve(reservation(1, 2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+	if last := lines[len(lines)-1]; string(last) != `{"t":"guard"}` || !bytes.Contains(lines[len(lines)-2], []byte(`"reserved"`)) {
+		t.Errorf("journal after Reserve ends:\n%s", b)
+	}
+}

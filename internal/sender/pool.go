@@ -97,11 +97,12 @@ type PoolConfig struct {
 	// conn is the worker's connection, as in Result.Conn. An error stops
 	// the run.
 	Flush func(conn int) error
-	// Retrying, when set, is called before a message whose data went out
-	// (Delivery.Committed) is queued for another attempt, with the answer
-	// it got (a 4xx or 421 to the final dot): recorded, it tells a run
-	// resumed after a crash that the message was refused, not in doubt.
-	// An error stops the run.
+	// Retrying, when set, is called before a message is queued for
+	// another attempt, with the answer it got (a 4xx to its envelope or
+	// to the final dot, a connection that failed before the dot):
+	// recorded, it tells a run resumed after a crash that the message was
+	// refused, not in doubt, and that it waits for a retry. An error stops
+	// the run.
 	Retrying func(Result) error
 	// Logf reports connection events to the operator (nil: silent).
 	Logf func(format string, args ...any)
@@ -504,9 +505,9 @@ type chain struct {
 }
 
 // retryIn queues j for another attempt at due, first telling the Retrying
-// hook when its data went out, so that its refusal is on record.
+// hook, so that its refusal is on record.
 func (p *Pool) retryIn(ch *chain, j *Job, s Status, conn int, reason error, due time.Time) bool {
-	if j.last.Committed && p.cfg.Retrying != nil {
+	if p.cfg.Retrying != nil {
 		r := p.result(j, s, conn, fmt.Errorf("will be retried: %w", reason))
 		r.Lazy = ch.lazy
 		if err := p.cfg.Retrying(r); err != nil {
