@@ -161,7 +161,7 @@ Rebuilds a result file from a journal without sending, or merges shard results
 	case errors.Is(err, report.ErrRowsChanged):
 		return usageErr("report: %s was written for other recipients of %s (another --sheet, --email-column or --shard, or shards of an earlier bulkmail)", *journalPath, lf.list)
 	}
-	counts, err := writeResult(*result, &lf, j, part, nil, "not attempted")
+	counts, err := writeResult(*result, &lf, j, part, "not attempted")
 	if err != nil {
 		return withCode(exitAborted, err)
 	}

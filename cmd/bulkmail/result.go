@@ -67,15 +67,11 @@ func (c statusCounts) undelivered() int {
 // Rows the journal does not know are reported as failed with reason;
 // rows outside the shard are left out.
 //
-// One goroutine reads the list, lookup workers read each row's journal
-// record (a read and a decode a row, the largest share), and this
-// goroutine writes the rows in list order as their batches complete.
-//
-// With a gate, it runs beside a send: each row is looked up once it has
-// settled, and the file is put in place once the run is over, with the
-// gate's reason for rows never attempted; without one (nil), the journal
-// is final and reason is that of rows it does not know.
-func writeResult(path string, lf *listFlags, j *report.Journal, part shard, gate *settleGate, reason string) (resultCounts, error) {
+// It runs after the last message, so its time adds to every run's: one
+// goroutine reads the list, lookup workers read each row's journal record
+// (a read and a decode a row, the largest share), and this goroutine
+// writes the rows in list order as their batches complete.
+func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reason string) (resultCounts, error) {
 	lo, err := lf.listOptions()
 	if err != nil {
 		return resultCounts{}, err
@@ -107,7 +103,7 @@ func writeResult(path string, lf *listFlags, j *report.Journal, part shard, gate
 	if err != nil {
 		return resultCounts{}, err
 	}
-	p := startLookups(list, j, part, gate, reason)
+	p := startLookups(list, j, part, reason)
 	// Every goroutine is done with list before the deferred Close.
 	defer p.stop()
 	counts := resultCounts{statusCounts: statusCounts{}}
@@ -128,11 +124,6 @@ func writeResult(path string, lf *listFlags, j *report.Journal, part shard, gate
 			res.Abort()
 			return resultCounts{}, b.err
 		}
-	}
-	if gate != nil {
-		// The rows are written; the file waits for the run to end, so that
-		// it never stands for a run still sending.
-		gate.waitOver(nil)
 	}
 	if err := sameList(); err != nil {
 		res.Abort()
@@ -168,11 +159,9 @@ type lookups struct {
 }
 
 // startLookups starts reading list (restricted to part) and looking up
-// each row's last outcome in j, each once gate says it settled (nil: at
-// once); a row the journal does not know is failed with reason (the
-// gate's, once the run is over). The caller reads p.ordered and must
-// call p.stop.
-func startLookups(list *merge.List, j *report.Journal, part shard, gate *settleGate, reason string) *lookups {
+// each row's last outcome in j; a row the journal does not know is failed
+// with reason. The caller reads p.ordered and must call p.stop.
+func startLookups(list *merge.List, j *report.Journal, part shard, reason string) *lookups {
 	workers := runtime.GOMAXPROCS(0)
 	ordered := make(chan *resultBatch, 4*workers)
 	work := make(chan *resultBatch, 4*workers)
@@ -218,24 +207,11 @@ func startLookups(list *merge.List, j *report.Journal, part shard, gate *settleG
 	for range workers {
 		go func() {
 			defer p.wg.Done()
-			over, reason := gate == nil, reason
 			for b := range work {
-				if !p.settle(b, j, gate, &over) {
-					return
-				}
 				b.outs = make([]report.Outcome, len(b.recs))
 				for i, rec := range b.recs {
 					o, ok := j.Last(rec.Row)
 					if !ok {
-						if !over {
-							// Not attempted, or not yet: the reason is
-							// known when the run ends.
-							var waited bool
-							if reason, waited = gate.waitOver(p.quit); !waited {
-								return
-							}
-							over = true
-						}
 						o = report.Outcome{Row: rec.Row, Email: rowEmail(rec, emailIdx), Status: report.Failed, Error: reason}
 					}
 					b.outs[i] = o
@@ -245,28 +221,6 @@ func startLookups(list *merge.List, j *report.Journal, part shard, gate *settleG
 		}()
 	}
 	return p
-}
-
-// settle waits until every row of b has settled (see settleGate), and
-// has the journal write out what is appended, so that Last reads each
-// row's record of this run. It reports false if p was stopped meanwhile.
-// over, the worker's own, becomes true once the run is over.
-func (p *lookups) settle(b *resultBatch, j *report.Journal, gate *settleGate, over *bool) bool {
-	if *over {
-		return true
-	}
-	for _, rec := range b.recs {
-		ended, ok := gate.wait(rec.Row, p.quit)
-		if !ok {
-			return false
-		}
-		if ended {
-			break
-		}
-	}
-	// A journal that failed has stopped the run; Last reads what it has.
-	_ = j.WriteOut()
-	return true
 }
 
 // stop ends the goroutines of p, whether or not every batch was read, and

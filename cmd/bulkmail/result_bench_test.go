@@ -29,7 +29,7 @@ func BenchmarkWriteResult(b *testing.B) {
 			b.Run(fmt.Sprintf("rows=%d/result=%s", rows, ext), func(b *testing.B) {
 				out := filepath.Join(dir, "result."+ext)
 				for b.Loop() {
-					counts, err := writeResult(out, &lf, j, shard{0, 1}, nil, "not attempted")
+					counts, err := writeResult(out, &lf, j, shard{0, 1}, "not attempted")
 					if err != nil {
 						b.Fatal(err)
 					}

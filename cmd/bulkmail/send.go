@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,19 +246,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		shard:      shard,
 		progress:   progress,
 		spillDir:   filepath.Dir(journalPath),
-		settled:    newSettleGate(),
 	}
-	// The result is written while the run goes on, each row once it has
-	// settled: at the end only the rows settled last are left to write.
-	type written struct {
-		counts resultCounts
-		err    error
-	}
-	result := make(chan written, 1)
-	go func() {
-		counts, err := writeResult(f.result, &f.listFlags, journal, shard, run.settled, "")
-		result <- written{counts, err}
-	}()
 	runErr := run.deliver(ctx, cfg, limit, logf)
 	progress.stop()
 	if err := journal.Sync(); err != nil && runErr == nil {
@@ -273,9 +260,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	case runErr != nil:
 		reason = "not attempted: " + runErr.Error()
 	}
-	run.settled.end(reason)
-	w := <-result
-	counts, err := w.counts, w.err
+	counts, err := writeResult(f.result, &f.listFlags, journal, shard, reason)
 	if err != nil {
 		if runErr == nil {
 			runErr = withCode(exitAborted, err)
@@ -352,7 +337,6 @@ type sendRun struct {
 	progress   *progress
 	spillDir   string // where duplicate detection keeps what outgrows memory
 
-	settled     *settleGate // tells the result writer which rows are done
 	alreadyDone int
 	exhausted   int         // rows not tried again: --max-attempts used up
 	pending     sync.Map    // row -> *pendingRow, while a message is with the pool
@@ -426,13 +410,9 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		},
 		Done: func(res sender.Result) error {
 			p := r.pendingRow(res.Job.ID)
-			o := outcomeOf(res, p)
-			err := r.record(o, res.Lazy)
-			// Once recorded the row has settled (and after a failed record
-			// the run stops, and with it the wait for the row).
 			r.pending.Delete(res.Job.ID)
-			r.settled.finish(res.Job.ID)
-			if err != nil {
+			o := outcomeOf(res, p)
+			if err := r.record(o, res.Lazy); err != nil {
 				return err
 			}
 			r.progress.add(o.Status)
@@ -501,7 +481,6 @@ func (r *sendRun) reserve(ctx context.Context, in <-chan *sender.Job, out chan<-
 	forget := func(jobs []*sender.Job) {
 		for _, j := range jobs {
 			r.pending.Delete(j.ID)
-			r.settled.finish(j.ID)
 		}
 	}
 	for job := range in {
@@ -600,11 +579,8 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 	for {
 		rec, err := r.list.Next()
 		if err == io.EOF {
-			r.settled.pass(math.MaxInt)
 			return nil
 		}
-		// Every row before this one is recorded, or with the pool.
-		r.settled.pass(rec.Row)
 		var rowErr *merge.RowError
 		if err != nil && !errors.As(err, &rowErr) {
 			return withCode(exitAborted, err)
@@ -721,7 +697,6 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 			continue
 		}
 		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID, earlierAttempts: prev.Attempts, note: note})
-		r.settled.start(rec.Row)
 		job := &sender.Job{ID: rec.Row, Msg: &sender.Message{From: msg.From, To: msg.To, Data: msg.Data, UTF8: msg.UTF8}}
 		if m := r.flags.maxAttempts; m > 0 {
 			// wanted let the row through, so some of the budget is left.
@@ -731,7 +706,6 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		case jobs <- job:
 		case <-ctx.Done():
 			r.pending.Delete(rec.Row)
-			r.settled.finish(rec.Row)
 			return nil
 		}
 	}
