@@ -1542,7 +1542,7 @@ func (h *harness) testMachineRestart(t *testing.T) {
 	for _, workers := range []int{1, 4} {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
 			t.Parallel()
-			const n = 400
+			const n = 1000
 			srv := startCapture(t, capture.Config{})
 			j := newJob(t, srv, n)
 			j.workers = workers
