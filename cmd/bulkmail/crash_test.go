@@ -1531,7 +1531,8 @@ func (h *harness) testKill9WithDuplicates(t *testing.T) {
 	}
 }
 
-// testMachineRestart kills a run with kill -9 and then takes away every
+// testMachineRestart kills a run (--journal-sync batch) with kill -9 and
+// then takes away every
 // journal record after its last reservation: what a restart of the
 // machine may leave, since only the reservations were fsynced (see
 // report.Journal). The run after it, in another boot, must send none of
@@ -1546,7 +1547,7 @@ func (h *harness) testMachineRestart(t *testing.T) {
 			srv := startCapture(t, capture.Config{})
 			j := newJob(t, srv, n)
 			j.workers = workers
-			p := h.start(t, j.args()...)
+			p := h.start(t, j.args("--journal-sync", "batch")...)
 			if !waitUntil(t, "messages", p, func() bool { return len(srv.Messages()) >= n/3 }) {
 				t.Fatalf("the run ended before it was killed:\n%s", p.stderr.String())
 			}
@@ -1566,6 +1567,8 @@ func (h *harness) testMachineRestart(t *testing.T) {
 			}
 			before := received(srv)
 
+			// Resumed without --journal-sync batch: the journal reads
+			// its reservations whatever this run does.
 			env := testEnv()
 			env.boot = "another-boot"
 			if code, _, stderr := runCLIEnv(t, env, j.args()...); code != exitUndelivered {

@@ -476,6 +476,9 @@ func TestStartingOver(t *testing.T) {
 	if code != exitUsage || len(srv.Messages()) != 0 {
 		t.Fatalf("--result r.txt: exit %d with %d messages sent, want %d and none; stderr:\n%s", code, len(srv.Messages()), exitUsage, stderr)
 	}
+	if code, stderr := send("--journal-sync", "never"); code != exitUsage || len(srv.Messages()) != 0 || !strings.Contains(stderr, "want message or batch") {
+		t.Fatalf("--journal-sync never: exit %d with %d messages sent, want %d and none; stderr:\n%s", code, len(srv.Messages()), exitUsage, stderr)
+	}
 
 	if code, stderr := send(); code != exitOK {
 		t.Fatalf("first run: exit %d; stderr:\n%s", code, stderr)

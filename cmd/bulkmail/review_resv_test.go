@@ -44,7 +44,7 @@ func TestReviewResvGreylistedRowsInDoubtAfterRestart(t *testing.T) {
 	j.workers = 2
 	j.result = filepath.Join(filepath.Dir(j.result), "results.csv")
 	args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", j.list, "--template", j.tmpl,
-		"--result", j.result, "--workers", "2", "--retries", "3", "--retry-wait", "1h", "--retry-max-wait", "1h"}
+		"--result", j.result, "--workers", "2", "--retries", "3", "--retry-wait", "1h", "--retry-max-wait", "1h", "--journal-sync", "batch"}
 	p := h.start(t, args...)
 	if !waitUntil(t, "the even rows", p, func() bool { return len(srv.Messages()) >= n/2 }) {
 		t.Fatalf("the run ended early:\n%s", p.stderr.String())
@@ -92,7 +92,7 @@ func TestReviewResvResultAfterJournalWriteFailure(t *testing.T) {
 	j := newJob(t, srv, n)
 	j.result = filepath.Join(filepath.Dir(j.result), "results.csv")
 	j.workers = 2
-	p := h.startLimited(t, 24, j.args()...)
+	p := h.startLimited(t, 24, j.args("--journal-sync", "batch")...)
 	code := p.wait(t, 30*time.Second)
 	stderr := p.stderr.String()
 	if code != exitAborted {
@@ -161,7 +161,9 @@ func TestReviewResvKilledThenRestartedAtEveryCut(t *testing.T) {
 			j := newJob(t, srv, n)
 			j.workers = 1 + seed%3
 			args := []string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", j.list, "--template", j.tmpl,
-				"--result", j.result, "--workers", fmt.Sprint(j.workers), "--retries", "2", "--retry-wait", "20ms", "--retry-max-wait", "40ms"}
+				"--result", j.result, "--workers", fmt.Sprint(j.workers), "--retries", "2", "--retry-wait", "20ms", "--retry-max-wait", "40ms",
+				// Odd seeds reserve, even ones fsync every message.
+				"--journal-sync", map[bool]string{true: "batch", false: "message"}[seed%2 == 1]}
 			target := 10 + (seed*37)%(n-20)
 			p := h.start(t, args...)
 			waitUntil(t, "data calls", p, func() bool { mu.Lock(); defer mu.Unlock(); return calls >= target })

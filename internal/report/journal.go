@@ -126,11 +126,14 @@ type OpenOptions struct {
 	// recipients were chosen (ErrRowsUnknown), for a caller whose way of
 	// choosing them has changed since such journals were written.
 	RequireRows bool
-	// Boot identifies this boot of the machine (BootID). With it the
-	// journal takes reservations (Reserve), and the first commit of a
-	// reserved row needs no fsync of its own; empty, every commit is
-	// fsynced before the final dot, as on a system without boot ids.
+	// Boot identifies this boot of the machine (BootID), or is empty where
+	// there is none. A run's unsynced records are trusted only by a run
+	// in the same boot (see Journal).
 	Boot string
+	// Reserve makes the journal take reservations (Reserve), after which
+	// the first commit of a reserved row needs no fsync of its own. It
+	// needs a Boot; without, every commit is fsynced before its final dot.
+	Reserve bool
 }
 
 // BootID returns the kernel's identifier of this boot of the machine
@@ -236,8 +239,8 @@ func (r *record) outcome() Outcome {
 // Committing and Record call is written and fsynced before it returns;
 // concurrent calls share one write and one fsync.
 //
-// A journal opened with a boot id (OpenOptions.Boot) can do with far fewer
-// fsyncs, by reservation: the rows about to be handed to the workers are
+// A journal opened with OpenOptions.Reserve (and a boot id) can do with
+// far fewer fsyncs, by reservation: the rows about to be handed to the workers are
 // first recorded in one fsynced "reserve" record (Reserve). The first
 // Committing of a reserved row, and every Record, is then only written:
 // the kernel has it, so a killed process loses nothing, and a run in the
@@ -290,7 +293,8 @@ type Journal struct {
 	fsyncs    int // how many so far, for tests
 
 	// Reservations (see Reserve).
-	boot     string           // this boot's id; "" takes no reservations
+	boot     string           // this boot's id ("" if unknown)
+	reserve  bool             // takes reservations (with a boot)
 	reserved map[int]struct{} // reserved rows with no record since: their commit needs no fsync
 	reserves bool             // this run reserved: Close marks the end
 	// restarted holds the rows that a run before a restart of the machine
@@ -394,7 +398,7 @@ func OpenJournal(path string, id JobID, opt OpenOptions) (*Journal, error) {
 		f.Close()
 		return nil, fmt.Errorf("report: journal %s: %w", path, err)
 	}
-	j.boot = opt.Boot
+	j.boot, j.reserve = opt.Boot, opt.Reserve
 	return j, nil
 }
 
@@ -762,8 +766,8 @@ func (j *Journal) Record(o Outcome) error {
 }
 
 // Reserving reports whether the journal takes reservations: whether it
-// was opened with a boot id (OpenOptions.Boot).
-func (j *Journal) Reserving() bool { return j.boot != "" && !j.readOnly }
+// was opened with OpenOptions.Reserve and a boot id.
+func (j *Journal) Reserving() bool { return j.reserve && j.boot != "" && !j.readOnly }
 
 // Reserve records, durably, that the rows in rs are about to be handed to
 // the workers, each with the address and Message-ID its message will go
@@ -1046,7 +1050,7 @@ func (j *Journal) flushLocked() {
 	}
 	if err != nil {
 		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
-		if j.boot != "" {
+		if j.Reserving() {
 			// After a failed write-back the kernel may drop the pages it
 			// could not write: what this boot reads back is no longer
 			// what was written, and the next run must judge the

@@ -111,7 +111,7 @@ func TestReserveSurvivesRestart(t *testing.T) {
 	if err := earlier.Close(); err != nil {
 		t.Fatal(err)
 	}
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestReserveSurvivesRestart(t *testing.T) {
 // the row never reached is not in doubt.
 func TestReserveSameBootIsExact(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,8 @@ func TestReserveSameBootIsExact(t *testing.T) {
 	r.Close()
 
 	// A run in the same boot settles the killed run's reservations: after a
-	// restart later, nothing of it is in doubt.
+	// restart later, nothing of it is in doubt. (This one takes no
+	// reservations itself: --journal-sync message after batch.)
 	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +229,7 @@ func TestReserveSameBootIsExact(t *testing.T) {
 // boot, and the reservations are not judged again.
 func TestReserveRestartRecorded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +241,7 @@ func TestReserveRestartRecorded(t *testing.T) {
 	}
 	j.f.Close() // the machine stops; the commit happens to survive
 
-	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootB})
+	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootB, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ func TestReserveRestartRecorded(t *testing.T) {
 // reservations and fsyncs every commit.
 func TestReserveCloseEndsReservations(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +365,7 @@ func TestAppendReserveIsJSON(t *testing.T) {
 // clears the mark.
 func TestReserveFailedFsyncDistrustsBoot(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +402,7 @@ func TestReserveFailedFsyncDistrustsBoot(t *testing.T) {
 	}
 	r.Close()
 
-	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func TestReserveFailedFsyncDistrustsBoot(t *testing.T) {
 // in the same write, so such a bulkmail refuses the journal instead.
 func TestReserveNeverLastLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 // journal": the campaign cannot be resumed or reported.
 func TestReviewResvHugeReservationUnreadable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestReviewResvHugeReservationUnreadable(t *testing.T) {
 	}
 	st, _ := os.Stat(path)
 	t.Logf("journal of %d bytes, one reservation of %d rows", st.Size(), batch)
-	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j2, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatalf("resume of a journal this bulkmail wrote itself: %v (ErrNotJournal: %v)", err, errors.Is(err, ErrNotJournal))
 	}
@@ -58,7 +58,7 @@ func TestReviewResvHugeReservationUnreadable(t *testing.T) {
 // outcome before returning.
 func TestReviewResvLastAfterWriteFailure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA})
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestReviewResvLastAfterWriteFailure(t *testing.T) {
 func TestReviewResvLazyOutcomeLostOnKill(t *testing.T) {
 	for _, boot := range []string{"", bootA} {
 		path := filepath.Join(t.TempDir(), "journal")
-		j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: boot})
+		j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: boot, Reserve: true})
 		if err != nil {
 			t.Fatal(err)
 		}
