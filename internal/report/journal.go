@@ -569,7 +569,7 @@ const reserveRecord = 64 << 10
 var guardLine = []byte(`{"t":"guard"}` + "\n")
 
 // restartError is the Error of a row found in doubt after a restart.
-const restartError = "the machine restarted while this row was being sent; delivery unknown"
+const restartError = "the machine restarted during the run, after this row was reserved for sending; it may have been delivered, or not sent at all"
 
 // inferRestarted sets j.restarted from the reserve records at offsets
 // reserves, made by a run in another boot than this one: each row they
