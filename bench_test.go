@@ -603,7 +603,8 @@ func benchExit(code int) {
 
 // BenchmarkFullSend runs the bulkmail binary over a generated list against
 // an in-process capture server: reading, merging, sending with 16
-// workers, the journal (fsynced group commits) and the result file. Each
+// workers, the journal (each message's records fsynced, or with
+// --journal-sync batch a reservation a batch) and the result file. Each
 // iteration is a fresh run (new result and journal). The binary is built
 // once; the list is written once; neither is timed.
 func BenchmarkFullSend(b *testing.B) {
@@ -617,7 +618,7 @@ func BenchmarkFullSend(b *testing.B) {
 
 	// send runs bin once and returns the CPU time and peak RSS of the
 	// bulkmail process (the capture server's share is in this process).
-	send := func(b *testing.B, bin, result string, env ...string) (cpu time.Duration, maxRSSKB int64) {
+	send := func(b *testing.B, bin, result, sync string, env ...string) (cpu time.Duration, maxRSSKB int64) {
 		srv, err := capture.Start(capture.Config{Data: dropData})
 		if err != nil {
 			b.Fatal(err)
@@ -626,7 +627,7 @@ func BenchmarkFullSend(b *testing.B) {
 		cmd := exec.Command(bin, "send",
 			"--smtp", "smtp://"+srv.Addr(),
 			"--list", list, "--template", tmpl,
-			"--result", result, "--workers", "16")
+			"--result", result, "--workers", "16", "--journal-sync", sync)
 		cmd.Env = append(os.Environ(), env...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -647,14 +648,15 @@ func BenchmarkFullSend(b *testing.B) {
 		}
 		return ps.UserTime() + ps.SystemTime(), maxRSSKB
 	}
-	for _, ext := range []string{"xlsx", "csv"} {
-		b.Run("result="+ext, func(b *testing.B) {
+	for _, run := range []struct{ sync, ext string }{{"message", "xlsx"}, {"message", "csv"}, {"batch", "xlsx"}} {
+		sync, ext := run.sync, run.ext
+		b.Run("journal-sync="+sync+"/result="+ext, func(b *testing.B) {
 			b.ReportAllocs() // of this process only: the capture server
 			b.ResetTimer()
 			var cpu time.Duration
 			var peak int64
 			for i := range b.N {
-				c, rss := send(b, bin, filepath.Join(b.TempDir(), fmt.Sprintf("results-%d.%s", i, ext)))
+				c, rss := send(b, bin, filepath.Join(b.TempDir(), fmt.Sprintf("results-%d.%s", i, ext)), sync)
 				cpu += c
 				peak = max(peak, rss)
 			}
@@ -664,9 +666,9 @@ func BenchmarkFullSend(b *testing.B) {
 			// plus system, all cores) and its peak resident memory.
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*rows), "bulkmail-cpu-us/msg")
 			b.ReportMetric(float64(peak)/1024, "bulkmail-peak-MB")
-			if profile != "" && ext == "xlsx" {
+			if profile != "" && ext == "xlsx" && sync == "message" {
 				pbin := buildBulkmail(b, b.TempDir(), true)
-				send(b, pbin, filepath.Join(b.TempDir(), "results-profiled.xlsx"), "BULKMAIL_CPUPROFILE="+profile)
+				send(b, pbin, filepath.Join(b.TempDir(), "results-profiled.xlsx"), sync, "BULKMAIL_CPUPROFILE="+profile)
 				b.Logf("CPU profile of one bulkmail send written to %s", profile)
 			}
 		})

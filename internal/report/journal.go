@@ -475,6 +475,11 @@ func rotate(path string, f *os.File) (*os.File, error) {
 	if err := os.Rename(path, old); err != nil {
 		return nil, fmt.Errorf("report: journal %s: keep old journal: %w", path, err)
 	}
+	// A failed fsync's mark belongs to the old journal: whoever reads it
+	// later must not trust what it wrote unsynced either.
+	if err := os.Rename(path+unsyncedSuffix, old+unsyncedSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("report: journal %s: keep old journal's %s mark: %w", path, unsyncedSuffix, err)
+	}
 	nf, err := openLocked(path, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		return nil, err
