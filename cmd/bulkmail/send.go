@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -343,9 +342,8 @@ type sendRun struct {
 	spillDir   string // where duplicate detection keeps what outgrows memory
 
 	alreadyDone int
-	exhausted   int         // rows not tried again: --max-attempts used up
-	pending     sync.Map    // row -> *pendingRow, while a message is with the pool
-	closing     atomic.Bool // set when the grace period ends: no more commits
+	exhausted   int      // rows not tried again: --max-attempts used up
+	pending     sync.Map // row -> *pendingRow, while a message is with the pool
 }
 
 type pendingRow struct {
@@ -403,11 +401,9 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		MaxPerConnection: f.maxPerConn,
 		MaxErrors:        f.maxErrors,
 		Commit: func(j *sender.Job, attempt int) error {
-			if r.closing.Load() {
-				// The grace period is over and the result is being written:
-				// nothing more may be committed behind its back.
-				return errors.New("run stopped: grace period over")
-			}
+			// Once the grace period is over the journal takes no more
+			// commits (StopCommits below), so none goes behind the back
+			// of the result being written.
 			p := r.pendingRow(j.ID)
 			// Attempts count across runs, so a row left in doubt by a crash
 			// still knows what --max-attempts has used.
@@ -453,7 +449,7 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		select {
 		case poolErr = <-poolDone:
 		case <-time.After(f.grace):
-			r.closing.Store(true)
+			r.journal.StopCommits()
 			poolErr = fmt.Errorf("grace period of %s over with messages still on the wire: %w", f.grace, ctx.Err())
 		}
 	}

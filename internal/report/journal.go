@@ -297,6 +297,8 @@ type Journal struct {
 	reserve  bool             // takes reservations (with a boot)
 	reserved map[int]struct{} // reserved rows with no record since: their commit needs no fsync
 	reserves bool             // this run reserved: Close marks the end
+
+	commitsStopped bool // see StopCommits
 	// restarted holds the rows that a run before a restart of the machine
 	// had reserved and that have no record after their reservation: in
 	// doubt. OpenJournal writes them down as commits; a read-only journal
@@ -739,14 +741,40 @@ func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 	if err != nil {
 		return err
 	}
+	// One hold of the lock from the check to the append: a commit either
+	// is in the journal before StopCommits returns or fails.
 	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return err
+	}
+	if j.commitsStopped {
+		return fmt.Errorf("report: journal %s: row %d: %w", j.path, row, ErrCommitsStopped)
+	}
 	_, reserved := j.reserved[row]
 	delete(j.reserved, row)
-	j.mu.Unlock()
+	mine := j.batch
+	j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
+	j.pending = append(j.pending, line...)
 	if reserved {
-		return j.appendWritten(line, row)
+		j.writeLocked()
+		return j.err
 	}
-	return j.append(line, row)
+	return j.waitFlushed(mine)
+}
+
+// ErrCommitsStopped is returned (wrapped) by Committing after StopCommits.
+var ErrCommitsStopped = errors.New("no more messages may be committed: the run is ending")
+
+// StopCommits makes every later Committing fail with ErrCommitsStopped,
+// and returns once no Committing is between its check and its append: a
+// run that stops waiting for its workers writes its result from the
+// journal, and a message committed behind its back would be missing from
+// that result.
+func (j *Journal) StopCommits() {
+	j.mu.Lock()
+	j.commitsStopped = true
+	j.mu.Unlock()
 }
 
 // Record appends the outcome durably (fsync before return). It is safe for

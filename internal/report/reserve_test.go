@@ -3,10 +3,13 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 )
 
 // Two boots of a machine, as BootID would name them.
@@ -440,5 +443,68 @@ func TestReserveNeverLastLine(t *testing.T) {
 	lines := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
 	if last := lines[len(lines)-1]; string(last) != `{"t":"guard"}` || !bytes.Contains(lines[len(lines)-2], []byte(`"reserved"`)) {
 		t.Errorf("journal after Reserve ends:\n%s", b)
+	}
+}
+
+// TestStopCommits: once StopCommits returns, no Committing succeeds that
+// a reader of the journal then would not see; later ones fail. Run with
+// -race, many committers racing the stop.
+func TestStopCommits(t *testing.T) {
+	for _, reserve := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reserve=%v", reserve), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "journal")
+			j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: reserve})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			const workers, each = 4, 200
+			rows := make([]int, 0, workers*each)
+			for row := 1; row <= workers*each; row++ {
+				rows = append(rows, row)
+			}
+			if err := j.Reserve(reservation(rows...)); err != nil {
+				t.Fatal(err)
+			}
+			committed := make([][]int, workers)
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Go(func() {
+					for i := range each {
+						row := w*each + i + 1
+						err := j.Committing(row, 1, "", "")
+						if err != nil {
+							if !errors.Is(err, ErrCommitsStopped) {
+								t.Errorf("row %d: %v", row, err)
+							}
+							return
+						}
+						committed[w] = append(committed[w], row)
+					}
+				})
+			}
+			time.Sleep(5 * time.Millisecond)
+			j.StopCommits()
+			seen := map[int]bool{}
+			for _, row := range rows {
+				if _, ok := j.Last(row); ok {
+					seen[row] = true
+				}
+			}
+			wg.Wait()
+			n := 0
+			for _, rs := range committed {
+				for _, row := range rs {
+					n++
+					if !seen[row] {
+						t.Errorf("row %d committed, and not in the journal when StopCommits returned", row)
+					}
+				}
+			}
+			if err := j.Committing(1, 2, "", ""); !errors.Is(err, ErrCommitsStopped) {
+				t.Errorf("Committing after StopCommits: %v, want ErrCommitsStopped", err)
+			}
+			t.Logf("%d commits before the stop", n)
+		})
 	}
 }
