@@ -155,7 +155,7 @@ Rebuilds a result file from a journal without sending, or merges shard results
 	// The journal's own check, without the template, which report has not.
 	switch err := j.Job().Check(want, report.OpenOptions{RequireRows: part.count > 1}); {
 	case errors.Is(err, report.ErrListChanged):
-		return usageErr("report: %s was written for a different version of %s", *journalPath, lf.list)
+		return usageErr("report: %s was written for another list, or for another version of %s (the content differs)", *journalPath, lf.list)
 	case errors.Is(err, report.ErrRowsUnknown):
 		return usageErr("report: %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form: the report could put a few rows in the wrong shard; use the bulkmail that wrote it", *journalPath)
 	case errors.Is(err, report.ErrRowsChanged):

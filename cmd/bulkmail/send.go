@@ -192,7 +192,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 	case errors.Is(err, report.ErrLocked):
 		return withCode(exitLocked, fmt.Errorf("%s is in use by another bulkmail run (the journal is locked); nothing sent", journalPath))
 	case errors.Is(err, report.ErrListChanged):
-		return withCode(exitUsage, fmt.Errorf("%s was written for a different version of %s: %w; --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as one more --suppress (with your suppression lists)", journalPath, f.list, err))
+		return withCode(exitUsage, fmt.Errorf("%s was written for another list, or for another version of %s (the content differs); --journal-reset starts over and sends EVERY row again (the old journal is kept); to send only new rows, put them in a list of their own, or pass the earlier result as one more --suppress (with your suppression lists)", journalPath, f.list))
 	case errors.Is(err, report.ErrRowsUnknown):
 		return withCode(exitUsage, fmt.Errorf("the journal %s was written by an earlier bulkmail for a sharded job, and shards now compare addresses in Unicode normal form, so a few rows could change shard and be sent twice; nothing sent. Finish this job with the bulkmail that started it, or --journal-reset to start it over (every row of the shard is sent again; the old journal is kept)", journalPath))
 	case errors.Is(err, report.ErrRowsChanged):
