@@ -766,11 +766,11 @@ func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 // ErrCommitsStopped is returned (wrapped) by Committing after StopCommits.
 var ErrCommitsStopped = errors.New("no more messages may be committed: the run is ending")
 
-// StopCommits makes every later Committing fail with ErrCommitsStopped,
-// and returns once no Committing is between its check and its append: a
-// run that stops waiting for its workers writes its result from the
-// journal, and a message committed behind its back would be missing from
-// that result.
+// StopCommits makes every later Committing fail with ErrCommitsStopped;
+// one that got in before is appended, and the next Sync has it in the
+// file. A run that stops waiting for its workers writes its result from
+// the journal, and a message committed behind its back would be missing
+// from that result.
 func (j *Journal) StopCommits() {
 	j.mu.Lock()
 	j.commitsStopped = true

@@ -446,8 +446,9 @@ func TestReserveNeverLastLine(t *testing.T) {
 	}
 }
 
-// TestStopCommits: once StopCommits returns, no Committing succeeds that
-// a reader of the journal then would not see; later ones fail. Run with
+// TestStopCommits: once StopCommits and a Sync have returned, no
+// Committing succeeds that a reader of the journal then would not see;
+// later ones fail. Run with
 // -race, many committers racing the stop.
 func TestStopCommits(t *testing.T) {
 	for _, reserve := range []bool{false, true} {
@@ -484,7 +485,11 @@ func TestStopCommits(t *testing.T) {
 				})
 			}
 			time.Sleep(5 * time.Millisecond)
+			// As send does: stop, sync, then read the journal.
 			j.StopCommits()
+			if err := j.Sync(); err != nil {
+				t.Fatal(err)
+			}
 			seen := map[int]bool{}
 			for _, row := range rows {
 				if _, ok := j.Last(row); ok {
