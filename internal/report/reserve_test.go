@@ -29,6 +29,37 @@ type reserveStep struct {
 	status Status
 }
 
+// failFsync makes j's fsyncs fail from now on, while its writes go on (a
+// pipe takes writes and refuses fsync), and has one fail.
+func failFsync(t *testing.T, j *Journal) {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close(); pw.Close() })
+	j.mu.Lock()
+	j.w = pw
+	j.mu.Unlock()
+	if err := j.Sync(); err == nil {
+		t.Fatal("Sync on a pipe succeeded")
+	}
+}
+
+// reservedJournal opens a journal at path that takes reservations, in
+// bootA, and reserves rows.
+func reservedJournal(t *testing.T, path string, rows ...int) *Journal {
+	t.Helper()
+	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Reserve(reservation(rows...)); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 func reservation(rows ...int) []Reservation {
 	rs := make([]Reservation, len(rows))
 	for i, row := range rows {
@@ -232,13 +263,7 @@ func TestReserveSameBootIsExact(t *testing.T) {
 // boot, and the reservations are not judged again.
 func TestReserveRestartRecorded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Reserve(reservation(7, 8)); err != nil {
-		t.Fatal(err)
-	}
+	j := reservedJournal(t, path, 7, 8)
 	if err := j.Committing(7, 1, "r7@example.org", "<7@bulkmail.test>"); err != nil {
 		t.Fatal(err)
 	}
@@ -368,30 +393,12 @@ func TestAppendReserveIsJSON(t *testing.T) {
 // clears the mark.
 func TestReserveFailedFsyncDistrustsBoot(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Reserve(reservation(1, 2)); err != nil {
-		t.Fatal(err)
-	}
+	j := reservedJournal(t, path, 1, 2)
 	if err := j.Committing(1, 1, "r1@example.org", "<1@bulkmail.test>"); err != nil {
 		t.Fatal(err)
 	}
-	// Writes go on, fsyncs fail: a pipe takes writes and refuses fsync.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	j.mu.Lock()
-	j.w = pw
-	j.mu.Unlock()
-	if err := j.Sync(); err == nil {
-		t.Fatal("Sync on a pipe succeeded")
-	}
+	failFsync(t, j)
 	j.f.Close() // the run stops; its process ends
-	pw.Close()
 	if _, err := os.Stat(path + unsyncedSuffix); err != nil {
 		t.Fatalf("no mark after a failed fsync: %v", err)
 	}

@@ -15,29 +15,12 @@ import (
 func TestReview2ResetDropsUnsyncedMarkOfOldJournal(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "journal")
-	j, err := OpenJournal(path, JobID{List: listA}, OpenOptions{Boot: bootA, Reserve: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Reserve(reservation(1, 2)); err != nil {
-		t.Fatal(err)
-	}
+	j := reservedJournal(t, path, 1, 2)
 	if err := j.Committing(2, 1, "r2@example.org", "<2@bulkmail.test>"); err != nil {
 		t.Fatal(err)
 	}
-	pr, pw, err := os.Pipe() // writes go on, fsyncs fail
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	j.mu.Lock()
-	j.w = pw
-	j.mu.Unlock()
-	if err := j.Sync(); err == nil {
-		t.Fatal("Sync on a pipe succeeded")
-	}
+	failFsync(t, j)
 	j.f.Close()
-	pw.Close()
 	if _, err := os.Stat(path + unsyncedSuffix); err != nil {
 		t.Fatalf("no mark: %v", err)
 	}
