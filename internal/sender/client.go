@@ -437,7 +437,9 @@ func (c *Client) readReply(verb string) (Reply, error) {
 	if err != nil {
 		return Reply{}, c.fail("reading reply to "+verb, err)
 	}
-	c.trace("<", r.wire())
+	if c.cfg.Trace != nil { // wire() is not free, and this is every reply
+		c.trace("<", r.wire())
+	}
 	return r, nil
 }
 

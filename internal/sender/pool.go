@@ -476,7 +476,18 @@ func (p *Pool) maybeSlowDown(d Delivery) {
 	if l == nil {
 		return
 	}
-	for _, r := range append([]Reply{d.Mail, d.Data}, d.Rcpt...) {
+	// Every reply of the message, without building a slice of them: this
+	// runs for every message.
+	for i := -2; i < len(d.Rcpt); i++ {
+		var r Reply
+		switch i {
+		case -2:
+			r = d.Mail
+		case -1:
+			r = d.Data
+		default:
+			r = d.Rcpt[i]
+		}
 		if r.Code != 421 && !(r.Code/100 == 4 && strings.HasPrefix(r.Enhanced, "4.7.")) {
 			continue
 		}

@@ -198,7 +198,11 @@ func (c *Client) prepare(m *Message) (*envelope, error) {
 	if len(m.To) == 0 {
 		return nil, &LocalError{Reason: "message has no recipients"}
 	}
-	for _, a := range append([]string{m.From}, m.To...) {
+	for i := -1; i < len(m.To); i++ {
+		a := m.From
+		if i >= 0 {
+			a = m.To[i]
+		}
 		if strings.ContainsAny(a, "<> \t\r\n\x00") {
 			return nil, &LocalError{Reason: fmt.Sprintf("address %q contains a character SMTP cannot carry", a)}
 		}
@@ -529,7 +533,9 @@ func (c *Client) sendBody(env *envelope, d *Delivery, commit func() error, next 
 		buf = dotStuff(buf, env.m.Data)
 	}
 	end := len(buf) // the octet that completes the message
-	c.trace(">", fmt.Sprintf("[message data, %d octets]", env.size))
+	if c.cfg.Trace != nil {
+		c.trace(">", fmt.Sprintf("[message data, %d octets]", env.size))
+	}
 	if next != nil && c.pipelining() {
 		if nm := next(); nm != nil {
 			if ne, err := c.prepare(nm); err == nil {
