@@ -521,14 +521,16 @@ func (r *sendRun) reserve(ctx context.Context, in <-chan *sender.Job, out chan<-
 	return nil
 }
 
-// record puts a message's outcome in the journal. A lazy outcome (the
-// worker commits its next message at once, see sender.Result.Lazy) is
-// written to the file now but made durable by that commit's fsync rather
-// than by one of its own, which halves the fsyncs a message costs. Issue
-// 5's rule holds: both records of a message are on disk before the worker
-// commits another. A killed process loses nothing (the kernel has the
-// record); only a machine crash in the moment before that commit's fsync
-// turns this one row into in_doubt, never into a resend.
+// record puts a message's outcome in the journal. With --journal-sync
+// message, a lazy outcome (the worker commits its next message at once,
+// see sender.Result.Lazy) is written to the file now but made durable by
+// that commit's fsync rather than by one of its own, which halves the
+// fsyncs a message costs: issue 5's rule holds, both records of a message
+// are on disk before the worker commits another. A killed process loses
+// nothing (the kernel has the record); only a machine crash in the moment
+// before that commit's fsync turns this one row into in_doubt, never into
+// a resend. With --journal-sync batch every outcome is only written, and
+// the reservation answers for it after a restart (see report.Journal).
 func (r *sendRun) record(o report.Outcome, lazy bool) error {
 	if lazy {
 		return r.journal.RecordUnsynced(o)

@@ -1083,8 +1083,10 @@ func (j *Journal) flushLocked() {
 	}
 	if err != nil {
 		j.err = fmt.Errorf("report: journal %s: %w", j.path, err)
-		if j.Reserving() {
-			// After a failed write-back the kernel may drop the pages it
+		if j.boot != "" && !j.readOnly {
+			// Whatever this run's mode, and even for the run header's
+			// fsync, whose failure may be the one a killed batch run's
+			// write-back left to report. After a failed write-back the kernel may drop the pages it
 			// could not write: what this boot reads back is no longer
 			// what was written, and the next run must judge the
 			// reservations as after a restart. Best effort: the disk may
