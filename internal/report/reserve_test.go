@@ -466,9 +466,12 @@ func TestStopCommits(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer j.Close()
-			const workers, each = 4, 200
-			rows := make([]int, 0, workers*each)
-			for row := 1; row <= workers*each; row++ {
+			// Each worker commits until it is refused: reserved rows
+			// first (written only), then rows whose commits fsync, so that
+			// the stop lands while commits are going on in either mode.
+			const workers, each, reserved = 4, 1 << 20, 800
+			rows := make([]int, 0, reserved)
+			for row := 1; row <= reserved; row++ {
 				rows = append(rows, row)
 			}
 			if err := j.Reserve(reservation(rows...)); err != nil {
@@ -476,10 +479,14 @@ func TestStopCommits(t *testing.T) {
 			}
 			committed := make([][]int, workers)
 			var wg sync.WaitGroup
+			giveUp := time.Now().Add(time.Second) // a StopCommits that stops nothing fails, not hangs
 			for w := range workers {
 				wg.Go(func() {
 					for i := range each {
-						row := w*each + i + 1
+						if time.Now().After(giveUp) {
+							return
+						}
+						row := i*workers + w + 1
 						err := j.Committing(row, 1, "", "")
 						if err != nil {
 							if !errors.Is(err, ErrCommitsStopped) {
@@ -497,8 +504,11 @@ func TestStopCommits(t *testing.T) {
 			if err := j.Sync(); err != nil {
 				t.Fatal(err)
 			}
+			// Strict commits take an fsync each: in 5 ms no worker gets
+			// far past the reserved rows.
+			const scan = reserved + 20000
 			seen := map[int]bool{}
-			for _, row := range rows {
+			for row := 1; row <= scan; row++ {
 				if _, ok := j.Last(row); ok {
 					seen[row] = true
 				}
@@ -508,6 +518,9 @@ func TestStopCommits(t *testing.T) {
 			for _, rs := range committed {
 				for _, row := range rs {
 					n++
+					if row > scan {
+						t.Fatalf("row %d committed, past the rows read back", row)
+					}
 					if !seen[row] {
 						t.Errorf("row %d committed, and not in the journal when StopCommits returned", row)
 					}
