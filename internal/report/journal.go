@@ -850,8 +850,9 @@ func (j *Journal) Reserve(rs []Reservation) error {
 
 // Note appends an outcome without waiting for the disk: for rows that
 // never reached a server (invalid, skipped), whose loss in a crash costs
-// only their being judged again on resume. The next Record, Committing,
-// Sync or Close makes it durable; Last sees it from then on.
+// only their being judged again on resume. The next write (of any
+// Record, Committing, WriteOut, Sync or Close) puts it in the file, where
+// Last sees it; the next fsync makes it durable.
 func (j *Journal) Note(o Outcome) error { return j.appendUnsynced(o, false) }
 
 // RecordUnsynced appends the outcome and writes it to the file at once,
@@ -953,7 +954,7 @@ func outcomeLine(o *Outcome) ([]byte, error) {
 // is on disk. The first caller to find no write in progress writes the whole
 // batch — its own line and everyone else's — with one write and one fsync,
 // while later callers collect the next batch. row is indexed once the line is
-// durable; 0 means the line is not a row's.
+// written; 0 means the line is not a row's.
 func (j *Journal) append(line []byte, row int) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
