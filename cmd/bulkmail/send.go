@@ -231,11 +231,8 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		cfg.Trace = trace
 	}
 
-	if !journal.Reserving() {
-		// Every worker commits through the journal: its fsyncs gather
-		// them. (With reservations the workers' commits take no fsync.)
-		journal.SetGroup(f.workers)
-	}
+	// Every worker commits through the journal: its fsyncs gather them.
+	journal.SetGroup(f.workers)
 
 	progress := newProgress(stderr)
 	defer progress.stop()

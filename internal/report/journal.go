@@ -630,11 +630,10 @@ func (j *Journal) recordRestarted() error {
 		if err != nil {
 			return err
 		}
-		j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
-		j.pending = append(j.pending, line...)
+		j.queueLocked(line, row)
 	}
-	// Last reads these rows from the file once the run header's fsync
-	// has indexed their records, before OpenJournal returns.
+	// Last reads these rows from the file once the run header's append
+	// has written them, before OpenJournal returns.
 	j.restarted = nil
 	return nil
 }
@@ -752,10 +751,8 @@ func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 		return fmt.Errorf("report: journal %s: row %d: %w", j.path, row, ErrCommitsStopped)
 	}
 	_, reserved := j.reserved[row]
-	delete(j.reserved, row)
 	mine := j.batch
-	j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
-	j.pending = append(j.pending, line...)
+	j.queueLocked(line, row)
 	if reserved {
 		j.writeLocked()
 		return j.err
@@ -790,10 +787,7 @@ func (j *Journal) Record(o Outcome) error {
 		return err
 	}
 	if j.Reserving() {
-		j.mu.Lock()
-		delete(j.reserved, o.Row) // a later commit of it is a retry
-		j.mu.Unlock()
-		return j.appendWritten(line, o.Row)
+		return j.appendLine(line, o.Row, true)
 	}
 	return j.append(line, o.Row)
 }
@@ -896,20 +890,15 @@ func (j *Journal) appendUnsynced(o Outcome, write bool) error {
 	return j.appendLine(line, o.Row, write)
 }
 
-// appendWritten appends line, row's record, and writes it to the file
-// before it returns, without an fsync.
-func (j *Journal) appendWritten(line []byte, row int) error {
-	return j.appendLine(line, row, true)
-}
-
+// appendLine appends line, row's record, without an fsync, writing it
+// to the file before it returns with write (or when a lot is pending).
 func (j *Journal) appendLine(line []byte, row int, write bool) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if err := j.usable(); err != nil {
 		return err
 	}
-	j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
-	j.pending = append(j.pending, line...)
+	j.queueLocked(line, row)
 	if write || len(j.pending) >= 1<<18 {
 		j.writeLocked()
 	}
@@ -962,11 +951,20 @@ func (j *Journal) append(line []byte, row int) error {
 		return err
 	}
 	mine := j.batch
+	j.queueLocked(line, row)
+	return j.waitFlushed(mine)
+}
+
+// queueLocked adds line, row's record (0: no row's), to the records
+// waiting to be written; call with j.mu held. Any record of a row ends its
+// reservation: only the first may stand without an fsync of its own (see
+// Committing).
+func (j *Journal) queueLocked(line []byte, row int) {
 	if row > 0 {
 		j.rows = append(j.rows, pendingRow{row, int64(len(j.pending))})
+		delete(j.reserved, row)
 	}
 	j.pending = append(j.pending, line...)
-	return j.waitFlushed(mine)
 }
 
 // SetGroup tells the journal that n callers (the workers) commit
@@ -1119,7 +1117,9 @@ func trustedBoot(path, boot string) string {
 // no fsync in progress. Callers arriving meanwhile queue for this fsync.
 func (j *Journal) gatherLocked() {
 	wait := j.fsyncTime / 2
-	if j.group <= 1 || j.joined >= j.group || wait <= 0 || j.closed {
+	// With reservations the workers' commits take no fsync: none would
+	// come to join.
+	if j.group <= 1 || j.joined >= j.group || wait <= 0 || j.closed || j.Reserving() {
 		return
 	}
 	j.syncing = true // others wait on cond instead of starting an fsync
@@ -1270,7 +1270,7 @@ func (j *Journal) Close() error {
 		// Everything before the mark is durable, by the fsync above: a
 		// run after a restart need not doubt this run's reservations.
 		line, _ := encode(&record{T: kindEnd})
-		j.pending = append(j.pending, line...)
+		j.queueLocked(line, 0)
 		flush()
 	}
 	err := j.err
