@@ -541,6 +541,9 @@ func ourRow(t testing.TB, n int, o Outcome, values []string) []byte {
 		t.Fatal(err)
 	}
 	defer x.close()
+	if err := x.startSheet(sheetXMLPath(1)); err != nil {
+		t.Fatal(err)
+	}
 	r := &Result{rows: x, rowsPerSheet: excelize.TotalRows, sheetRow: n - 1, xlsx: true, sum: newSummary()}
 	if err := r.Write(o, values); err != nil {
 		t.Fatal(err)
