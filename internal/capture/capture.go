@@ -232,8 +232,17 @@ func (s *Server) store(m *Message) error {
 			fmt.Fprintf(&hdr, "X-Original-To: <%s>\r\n", to)
 		}
 		// 0600, as the journal and results: a message holds its
-		// recipient's address and whatever the list merged into it.
-		if err := os.WriteFile(m.File, append([]byte(hdr.String()), m.Data...), 0o600); err != nil {
+		// recipient's address and whatever the list merged into it. It is
+		// written under a hidden name and renamed, so that a process
+		// killed meanwhile (the message not yet acknowledged) leaves no
+		// empty or cut .eml among the messages received.
+		tmp := filepath.Join(s.cfg.Dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, append([]byte(hdr.String()), m.Data...), 0o600); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		if err := os.Rename(tmp, m.File); err != nil {
+			os.Remove(tmp)
 			return err
 		}
 		if !s.cfg.KeepInMemory {

@@ -104,6 +104,19 @@ func TestCaptureStoresWhatItAccepts(t *testing.T) {
 	if string(file) != want {
 		t.Errorf(".eml file:\n%q\nwant\n%q", file, want)
 	}
+	// Each file is written under a hidden name and renamed into place, so
+	// a killed server leaves no cut .eml; nothing else may stay behind.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 2 || names[0] != filepath.Base(msgs[0].File) || names[1] != filepath.Base(msgs[1].File) {
+		t.Errorf("folder holds %q, want the two messages' files", names)
+	}
 	if conns := s.Conns(); len(conns) != 1 || conns[0].Messages != 2 {
 		t.Errorf("conns %+v, want one carrying 2 messages", conns)
 	}
