@@ -339,10 +339,11 @@ type sendRun struct {
 	spillDir   string // where duplicate detection keeps what outgrows memory
 
 	alreadyDone int
-	exhausted   int      // rows not tried again: --max-attempts used up
-	pending     sync.Map // row -> *pendingRow, while a message is with the pool
+	exhausted   int // rows not tried again: --max-attempts used up
 }
 
+// pendingRow is what the journal needs to know about a row whose message
+// is with the pool; it travels with the job (sender.Job.Data).
 type pendingRow struct {
 	email           string
 	messageID       string
@@ -401,15 +402,13 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 			// Once the grace period is over the journal takes no more
 			// commits (StopCommits below), so none goes behind the back
 			// of the result being written.
-			p := r.pendingRow(j.ID)
+			p := rowOf(j)
 			// Attempts count across runs, so a row left in doubt by a crash
 			// still knows what --max-attempts has used.
 			return r.journal.Committing(j.ID, p.earlierAttempts+attempt, p.email, p.messageID)
 		},
 		Done: func(res sender.Result) error {
-			p := r.pendingRow(res.Job.ID)
-			r.pending.Delete(res.Job.ID)
-			o := outcomeOf(res, p)
+			o := outcomeOf(res, rowOf(res.Job))
 			if err := r.record(o, res.Lazy); err != nil {
 				return err
 			}
@@ -422,7 +421,7 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		// The record also makes the retry's commit fsynced (see
 		// report.Journal.Committing).
 		Retrying: func(res sender.Result) error {
-			return r.record(outcomeOf(res, r.pendingRow(res.Job.ID)), res.Lazy)
+			return r.record(outcomeOf(res, rowOf(res.Job)), res.Lazy)
 		},
 		Flush: func(int) error {
 			if r.journal.Reserving() {
@@ -478,11 +477,6 @@ func reserveBatch(workers int) int { return max(128, 8*workers) }
 func (r *sendRun) reserve(ctx context.Context, in <-chan *sender.Job, out chan<- *sender.Job, n int) error {
 	batch := make([]*sender.Job, 0, n)
 	rs := make([]report.Reservation, 0, n)
-	forget := func(jobs []*sender.Job) {
-		for _, j := range jobs {
-			r.pending.Delete(j.ID)
-		}
-	}
 	for job := range in {
 		batch = append(batch[:0], job)
 	more:
@@ -499,18 +493,16 @@ func (r *sendRun) reserve(ctx context.Context, in <-chan *sender.Job, out chan<-
 		}
 		rs = rs[:0]
 		for _, j := range batch {
-			p := r.pendingRow(j.ID)
+			p := rowOf(j)
 			rs = append(rs, report.Reservation{Row: j.ID, Email: p.email, MessageID: p.messageID})
 		}
 		if err := r.journal.Reserve(rs); err != nil {
-			forget(batch)
 			return withCode(exitAborted, err)
 		}
-		for i, j := range batch {
+		for _, j := range batch {
 			select {
 			case out <- j:
 			case <-ctx.Done():
-				forget(batch[i:])
 				return nil
 			}
 		}
@@ -535,9 +527,10 @@ func (r *sendRun) record(o report.Outcome, lazy bool) error {
 	return r.journal.Record(o)
 }
 
-func (r *sendRun) pendingRow(row int) *pendingRow {
-	if v, ok := r.pending.Load(row); ok {
-		return v.(*pendingRow)
+// rowOf returns what produce attached to j.
+func rowOf(j *sender.Job) *pendingRow {
+	if p, ok := j.Data.(*pendingRow); ok {
+		return p
 	}
 	return &pendingRow{}
 }
@@ -698,8 +691,11 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		if msg == nil {
 			continue
 		}
-		r.pending.Store(rec.Row, &pendingRow{email: rec.Address, messageID: msg.MessageID, earlierAttempts: prev.Attempts, note: note})
-		job := &sender.Job{ID: rec.Row, Msg: &sender.Message{From: msg.From, To: msg.To, Data: msg.Data, UTF8: msg.UTF8}}
+		job := &sender.Job{
+			ID:   rec.Row,
+			Msg:  &sender.Message{From: msg.From, To: msg.To, Data: msg.Data, UTF8: msg.UTF8},
+			Data: &pendingRow{email: rec.Address, messageID: msg.MessageID, earlierAttempts: prev.Attempts, note: note},
+		}
 		if m := r.flags.maxAttempts; m > 0 {
 			// wanted let the row through, so some of the budget is left.
 			job.MaxAttempts = m - prev.Attempts
@@ -707,7 +703,6 @@ func (r *sendRun) produce(ctx context.Context, jobs chan<- *sender.Job, logf fun
 		select {
 		case jobs <- job:
 		case <-ctx.Done():
-			r.pending.Delete(rec.Row)
 			return nil
 		}
 	}

@@ -33,6 +33,9 @@ type Job struct {
 	// this run below 1+PoolConfig.Retries: what is left of a budget kept
 	// across runs (bulkmail's --max-attempts).
 	MaxAttempts int
+	// Data is the caller's, carried with the job and never looked at by
+	// the pool: what the hooks need to know about it, without a lookup.
+	Data any
 
 	attempts int
 	first    time.Time
