@@ -140,13 +140,14 @@ type Client struct {
 	hello     Reply
 	ext       map[string]string // EHLO keywords, upper case, to their parameters
 	esmtp     bool
-	txns      int       // transactions started on this connection
-	used      bool      // Command sent something since the last transaction
-	queued    *envelope // sent by SendThen ahead of its turn
-	dataBuf   []byte    // the last message's wire form, reused for the next
-	raw       net.Conn  // the TCP connection under any TLS, for interrupt
-	broken    error     // set once the conversation is out of step
-	redacting bool      // inside AUTH: trace lines hide their arguments
+	txns      int        // transactions started on this connection
+	used      bool       // Command sent something since the last transaction
+	queued    *envelope  // sent by SendThen ahead of its turn
+	dataBuf   []byte     // the last message's wire form, reused for the next
+	replies   replyCache // one-line replies met before, by their line
+	raw       net.Conn   // the TCP connection under any TLS, for interrupt
+	broken    error      // set once the conversation is out of step
+	redacting bool       // inside AUTH: trace lines hide their arguments
 }
 
 // Dial connects, reads the greeting, says EHLO (HELO only when EHLO gets
@@ -433,7 +434,7 @@ func (c *Client) check(verb string, r Reply) error {
 
 // readReply reads one reply; failure breaks the connection.
 func (c *Client) readReply(verb string) (Reply, error) {
-	r, err := readReply(c.text.R)
+	r, err := readReply(c.text.R, &c.replies)
 	if err != nil {
 		return Reply{}, c.fail("reading reply to "+verb, err)
 	}

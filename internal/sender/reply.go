@@ -86,19 +86,31 @@ const (
 // readReply reads one complete reply, all its lines. It accepts a bare
 // "250" with no text (HAZARDS 6). Any malformation is an error wrapping
 // ErrMalformedReply; the caller treats it as a dead connection.
-func readReply(r *bufio.Reader) (Reply, error) {
+//
+// cache, when not nil, remembers one-line replies by their exact line:
+// a server answers most commands of most messages with the same few
+// lines ("250 2.1.5 Ok"), and a line met before is not parsed, or
+// copied, again. The Reply is the one parsing the line gives.
+func readReply(r *bufio.Reader, cache *replyCache) (Reply, error) {
 	var (
 		reply Reply
-		lines []string
+		first string   // the first line's text
+		lines []string // every line's text, from the second line on
 	)
 	for n := 0; ; n++ {
 		if n == maxReplyLines {
 			return Reply{}, fmt.Errorf("%w: more than %d lines", ErrMalformedReply, maxReplyLines)
 		}
-		line, err := readLine(r)
+		raw, err := readLine(r)
 		if err != nil {
 			return Reply{}, err
 		}
+		if n == 0 && cache != nil {
+			if cached, ok := cache.m[string(raw)]; ok {
+				return cached, nil
+			}
+		}
+		line := string(raw)
 		code, more, text, err := parseReplyLine(line)
 		if err != nil {
 			return Reply{}, err
@@ -115,8 +127,20 @@ func readReply(r *bufio.Reader) (Reply, error) {
 		if enhanced != "" && enhanced == reply.Enhanced {
 			text = rest
 		}
-		lines = append(lines, text)
+		switch {
+		case n == 0:
+			first = text
+		case n == 1:
+			lines = append(lines, first, text)
+		default:
+			lines = append(lines, text)
+		}
 		if !more {
+			if n == 0 {
+				reply.Text = first
+				cache.add(line, reply)
+				return reply, nil
+			}
 			break
 		}
 	}
@@ -124,21 +148,52 @@ func readReply(r *bufio.Reader) (Reply, error) {
 	return reply, nil
 }
 
+// replyCache holds one-line replies by their line, up to a bound: the
+// first few dozen distinct ones, which on a connection carrying message
+// after message are the ones that come back every time.
+type replyCache struct {
+	m map[string]Reply
+}
+
+const (
+	replyCacheSize = 32
+	replyCacheLine = 128 // longer lines (queue ids, say) are not kept
+)
+
+// add keeps reply under line if there is room; c may be nil.
+func (c *replyCache) add(line string, reply Reply) {
+	if c == nil || len(line) > replyCacheLine || len(c.m) >= replyCacheSize {
+		return
+	}
+	if c.m == nil {
+		c.m = make(map[string]Reply, replyCacheSize)
+	}
+	c.m[line] = reply
+}
+
 // readLine reads one CRLF- or LF-terminated line without its ending,
-// refusing lines longer than maxReplyLine.
-func readLine(r *bufio.Reader) (string, error) {
+// refusing lines longer than maxReplyLine. The line may be r's buffer,
+// valid until the next read from r.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	chunk, isPrefix, err := r.ReadLine()
+	if err != nil {
+		return nil, err
+	}
+	if !isPrefix && len(chunk) <= maxReplyLine {
+		return chunk, nil // the whole line, in r's buffer
+	}
 	var line []byte
 	for {
-		chunk, isPrefix, err := r.ReadLine()
-		if err != nil {
-			return "", err
-		}
 		line = append(line, chunk...)
 		if len(line) > maxReplyLine {
-			return "", fmt.Errorf("%w: line longer than %d octets", ErrMalformedReply, maxReplyLine)
+			return nil, fmt.Errorf("%w: line longer than %d octets", ErrMalformedReply, maxReplyLine)
 		}
 		if !isPrefix {
-			return string(line), nil
+			return line, nil
+		}
+		chunk, isPrefix, err = r.ReadLine()
+		if err != nil {
+			return nil, err
 		}
 	}
 }
@@ -169,21 +224,29 @@ func parseReplyLine(line string) (code int, more bool, text string, err error) {
 }
 
 // splitEnhanced takes an RFC 3463 status code ("2.1.5 ") off the front of
-// text when its class agrees with the reply code.
+// text when its class agrees with the reply code: one digit, then two
+// fields of one to three digits, separated by dots.
 func splitEnhanced(code int, text string) (enhanced, rest string) {
 	field, rest, _ := strings.Cut(text, " ")
-	parts := strings.Split(field, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 || parts[0][0]-'0' != byte(code/100) {
+	if len(field) < 5 || field[0]-'0' != byte(code/100) || field[1] != '.' {
 		return "", text
 	}
-	for _, p := range parts[1:] {
-		if len(p) < 1 || len(p) > 3 {
+	p := field[2:]
+	for k := 0; k < 2; k++ {
+		i := 0
+		for i < len(p) && p[i] >= '0' && p[i] <= '9' {
+			i++
+		}
+		if i < 1 || i > 3 {
 			return "", text
 		}
-		for i := 0; i < len(p); i++ {
-			if p[i] < '0' || p[i] > '9' {
-				return "", text
-			}
+		switch {
+		case k == 0 && i < len(p) && p[i] == '.':
+			p = p[i+1:]
+		case k == 1 && i == len(p):
+			p = ""
+		default:
+			return "", text
 		}
 	}
 	return field, rest
