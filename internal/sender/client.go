@@ -145,6 +145,7 @@ type Client struct {
 	queued    *envelope  // sent by SendThen ahead of its turn
 	dataBuf   []byte     // the last message's wire form, reused for the next
 	replies   replyCache // one-line replies met before, by their line
+	peek      peeker     // looks at raw before each command group
 	raw       net.Conn   // the TCP connection under any TLS, for interrupt
 	broken    error      // set once the conversation is out of step
 	redacting bool       // inside AUTH: trace lines hide their arguments

@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,7 @@ func (c *Client) checkIdle() error {
 	if n := c.text.R.Buffered(); n > 0 {
 		return c.fail("before the next command", fmt.Errorf("%w (%d bytes)", ErrStrayReply, n))
 	}
-	pending, err := peekSocket(c.raw)
+	pending, err := c.peek.socket(c.raw)
 	switch {
 	case err != nil:
 		return c.fail("before the next command", err)
@@ -56,36 +57,52 @@ func (c *Client) checkIdle() error {
 	return c.fail("before the next command", fmt.Errorf("connection closed by the server: %w", err))
 }
 
-// peekSocket looks, without blocking or consuming, at the TCP socket
+// peeker looks at the TCP socket under any TLS. It is set up once per
+// connection and reused: the look runs before every command group, and
+// nothing in it allocates.
+type peeker struct {
+	raw   syscall.RawConn // nil: not a socket (a test's pipe)
+	done  bool            // raw is looked up
+	look  func(fd uintptr) bool
+	n     uintptr
+	errno syscall.Errno
+	b     [1]byte
+}
+
+// socket looks, without blocking or consuming, at conn, the TCP socket
 // under any TLS: pending is true if the server sent something; an io.EOF
 // error means the server closed the connection.
-func peekSocket(conn net.Conn) (pending bool, err error) {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
+func (p *peeker) socket(conn net.Conn) (pending bool, err error) {
+	if !p.done {
+		p.done = true
+		if sc, ok := conn.(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				p.raw = raw
+				p.look = p.recv
+			}
+		}
+	}
+	if p.raw == nil {
 		return false, nil
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false, nil
-	}
-	var (
-		n    int
-		perr error
-		b    [1]byte
-	)
-	err = raw.Read(func(fd uintptr) bool {
-		n, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return true // never wait: this is a look, not a read
-	})
+	err = p.raw.Read(p.look)
 	switch {
 	case err != nil:
 		return false, nil
-	case perr == nil && n == 0:
+	case p.errno == 0 && p.n == 0:
 		return false, fmt.Errorf("connection closed by the server: %w", io.EOF)
-	case perr == nil:
+	case p.errno == 0:
 		return true, nil
-	case errors.Is(perr, unix.EAGAIN), errors.Is(perr, unix.EWOULDBLOCK):
+	case p.errno == unix.EAGAIN, p.errno == unix.EWOULDBLOCK:
 		return false, nil
 	}
-	return false, perr
+	return false, p.errno
+}
+
+// recv is recvfrom(2) of one octet with MSG_PEEK|MSG_DONTWAIT, as
+// unix.Recvfrom makes it but without the address it asks for (a TCP socket
+// has none to give) and the allocations that cost.
+func (p *peeker) recv(fd uintptr) bool {
+	p.n, _, p.errno = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return true // never wait: this is a look, not a read
 }
