@@ -335,6 +335,9 @@ func (p *Pool) spent(c *Client) bool {
 // attempt calls Flush before the worker waits for anything.
 func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) (ok bool) {
 	var ch chain
+	// A message on the wire finishes even when the run is being stopped:
+	// its commands have their own deadlines.
+	wire := context.WithoutCancel(ctx)
 	defer func() {
 		if ch.unflushed {
 			if err := p.cfg.Flush(c.ID()); err != nil {
@@ -365,7 +368,7 @@ func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) (ok bool) {
 		ahead := func() bool {
 			return next != nil && ctx.Err() == nil && c.Queued() == next.Msg && c.QueuedReady()
 		}
-		ok := p.attemptOne(ctx, c, j, peek, ahead, &ch)
+		ok := p.attemptOne(ctx, wire, c, j, peek, ahead, &ch)
 		if next == nil {
 			return ok
 		}
@@ -397,7 +400,7 @@ func (p *Pool) attempt(ctx context.Context, c *Client, j *Job) (ok bool) {
 // attemptOne sends j once on c and settles it: reported, queued for
 // retry, or (on a fatal error) abandoned. It returns false when the
 // worker must stop.
-func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *Message, ahead func() bool, ch *chain) bool {
+func (p *Pool) attemptOne(ctx, wire context.Context, c *Client, j *Job, peek func() *Message, ahead func() bool, ch *chain) bool {
 	j.attempts++
 	if j.first.IsZero() {
 		j.first = time.Now()
@@ -411,9 +414,8 @@ func (p *Pool) attemptOne(ctx context.Context, c *Client, j *Job, peek func() *M
 		}
 		return err
 	}
-	// A message on the wire finishes even when the run is being stopped:
-	// its commands have their own deadlines.
-	d, err := c.SendThen(context.WithoutCancel(ctx), j.Msg, commit, peek)
+	// wire is ctx without its cancellation (see attempt).
+	d, err := c.SendThen(wire, j.Msg, commit, peek)
 	j.last, j.lastErr = d, err
 	if ahead() {
 		ch.lazy = true

@@ -109,8 +109,10 @@ func (c *Client) SendThen(ctx context.Context, m *Message, commit func() error, 
 			return d, err
 		}
 	}
-	stop := context.AfterFunc(ctx, c.interrupt)
-	defer stop()
+	if ctx.Done() != nil { // else ctx is never cancelled: nothing to watch
+		stop := context.AfterFunc(ctx, c.interrupt)
+		defer stop()
+	}
 	var err error
 	if c.pipelining() {
 		err = c.sendPipelined(env, &d, commit, next)
