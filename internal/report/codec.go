@@ -42,8 +42,10 @@ func appendRecord(dst []byte, r *record) ([]byte, error) {
 		b, err2 = appendTimeField(b, `,"at":`, r.At)
 	}
 	if err1 != nil || err2 != nil {
-		// Rare enough to take json's own error, word for word.
-		_, err := json.Marshal(r)
+		// Rare enough to take json's own error, word for word. A copy
+		// goes to json, so that r need not live on the heap.
+		rc := *r
+		_, err := json.Marshal(&rc)
 		return dst, err
 	}
 	b = appendIntField(b, `,"dur_ns":`, r.Duration)
@@ -123,6 +125,15 @@ func appendTimeField(b []byte, key string, t time.Time) ([]byte, error) {
 
 const hexDigits = "0123456789abcdef"
 
+// jsonPlain marks the ASCII octets appendJSONString copies as they are:
+// printable, and not '"', '\\', '<', '>' or '&'.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendJSONString appends s quoted as json.Marshal quotes a string (with
 // its default HTML escaping): <, > and & as \u escapes, invalid UTF-8 as
 // \ufffd, U+2028 and U+2029 escaped.
@@ -130,12 +141,14 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		for i < len(s) && jsonPlain[s[i]] {
+			i++ // the common case: a run of octets that go as they are
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':

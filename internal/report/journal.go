@@ -709,19 +709,40 @@ func regularFile(f *os.File, path string) error {
 	return nil
 }
 
-func encode(r *record) ([]byte, error) {
+func encode(r *record) ([]byte, error) { return encodeTo(make([]byte, 0, 256), r) }
+
+// encodeTo is encode appending to dst.
+func encodeTo(dst []byte, r *record) ([]byte, error) {
 	if r.Boot != "" || r.Reserved != nil {
-		b, err := json.Marshal(r)
+		rc := *r // json gets a copy, so that r need not live on the heap
+		b, err := json.Marshal(&rc)
 		if err != nil {
 			return nil, fmt.Errorf("report: %w", err)
 		}
-		return append(b, '\n'), nil
+		return append(append(dst, b...), '\n'), nil
 	}
-	b, err := appendRecord(make([]byte, 0, 256), r)
+	b, err := appendRecord(dst, r)
 	if err != nil {
 		return nil, fmt.Errorf("report: row %d: %w", r.Row, err)
 	}
 	return append(b, '\n'), nil
+}
+
+// lineBufs holds the buffers that the records of Committing and of
+// outcomes are encoded into, one or two for every message sent:
+// queueLocked copies a line into the pending records, after which its
+// buffer goes back here.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getLineBuf() *[]byte { return lineBufs.Get().(*[]byte) }
+
+// putLineBuf gives back a buffer from getLineBuf, now holding line.
+func putLineBuf(p *[]byte, line []byte) {
+	if cap(line) > 64<<10 {
+		return // a huge record's buffer is not kept
+	}
+	*p = line[:0]
+	lineBufs.Put(p)
 }
 
 // Committing records, durably (written and fsynced before it returns), that
@@ -736,7 +757,8 @@ func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 	if row < 1 {
 		return fmt.Errorf("report: row %d: row numbers start at 1", row)
 	}
-	line, err := encode(&record{T: kindCommit, Row: row, Email: email, Attempt: attempt, MessageID: messageID, At: time.Now().UTC()})
+	buf := getLineBuf()
+	line, err := encodeTo(*buf, &record{T: kindCommit, Row: row, Email: email, Attempt: attempt, MessageID: messageID, At: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
@@ -753,6 +775,7 @@ func (j *Journal) Committing(row, attempt int, email, messageID string) error {
 	_, reserved := j.reserved[row]
 	mine := j.batch
 	j.queueLocked(line, row)
+	putLineBuf(buf, line)
 	if reserved {
 		j.writeLocked()
 		return j.err
@@ -782,14 +805,18 @@ func (j *Journal) StopCommits() {
 // by RecordUnsynced: a restart that loses it leaves the row in doubt,
 // never unsent (see Journal).
 func (j *Journal) Record(o Outcome) error {
-	line, err := outcomeLine(&o)
+	buf := getLineBuf()
+	line, err := outcomeLine(*buf, &o)
 	if err != nil {
 		return err
 	}
 	if j.Reserving() {
-		return j.appendLine(line, o.Row, true)
+		err = j.appendLine(line, o.Row, true)
+	} else {
+		err = j.append(line, o.Row)
 	}
-	return j.append(line, o.Row)
+	putLineBuf(buf, line) // queued, hence copied, or not at all
+	return err
 }
 
 // Reserving reports whether the journal takes reservations: whether it
@@ -883,11 +910,14 @@ func (j *Journal) WriteOut() error {
 // appendUnsynced appends o without an fsync, writing it to the file at
 // once with write (or when a lot is pending).
 func (j *Journal) appendUnsynced(o Outcome, write bool) error {
-	line, err := outcomeLine(&o)
+	buf := getLineBuf()
+	line, err := outcomeLine(*buf, &o)
 	if err != nil {
 		return err
 	}
-	return j.appendLine(line, o.Row, write)
+	err = j.appendLine(line, o.Row, write)
+	putLineBuf(buf, line)
+	return err
 }
 
 // appendLine appends line, row's record, without an fsync, writing it
@@ -919,11 +949,12 @@ func (j *Journal) Sync() error {
 	return j.waitFlushed(j.batch)
 }
 
-func outcomeLine(o *Outcome) ([]byte, error) {
+// outcomeLine appends o's record to dst.
+func outcomeLine(dst []byte, o *Outcome) ([]byte, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	return encode(&record{
+	return encodeTo(dst, &record{
 		T:         kindOutcome,
 		Row:       o.Row,
 		Email:     o.Email,
