@@ -787,11 +787,16 @@ func (s *scheduler) tryNext() *Job {
 	}
 }
 
-// finished settles a job.
+// finished settles a job. A worker waiting in next or rest waits for a
+// job, a retry (retry wakes it) or the end of the run: a job settled
+// gives it nothing to do unless it was the last, so only that one wakes
+// them (every other would cost a channel and a wake-up of every waiter).
 func (s *scheduler) finished(*Job) {
 	s.mu.Lock()
 	s.inflight--
-	s.notify()
+	if s.closed && len(s.retries) == 0 && s.inflight == 0 {
+		s.notify()
+	}
 	s.mu.Unlock()
 }
 
