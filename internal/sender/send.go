@@ -639,11 +639,31 @@ func (c *Client) flush(timeout time.Duration, phase string) error {
 	return nil
 }
 
+// readReplyTimeout reads a reply, waiting at most timeout for it. A
+// reply already in the read buffer in full is read without waiting, so
+// the deadline, whose setting costs a clock reading and a timer update,
+// is left alone: pipelined replies mostly come in together.
 func (c *Client) readReplyTimeout(verb string, timeout time.Duration) (Reply, error) {
-	if err := c.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return Reply{}, c.fail("reading reply to "+verb, err)
+	if !c.replyBuffered() {
+		if err := c.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+			return Reply{}, c.fail("reading reply to "+verb, err)
+		}
 	}
 	return c.readReply(verb)
+}
+
+// replyBuffered reports whether the read buffer holds a whole line that
+// is a reply's last (or one readReply refuses as it is): reading the
+// reply then reads nothing from the connection.
+func (c *Client) replyBuffered() bool {
+	r := c.text.R
+	b, _ := r.Peek(r.Buffered()) // what is buffered: no read
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return false
+	}
+	line := bytes.TrimSuffix(b[:i], []byte{'\r'})
+	return len(line) < 4 || line[3] != '-'
 }
 
 // wireSize is the length of data once every line ends in CRLF and NULs
