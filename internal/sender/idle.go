@@ -63,7 +63,7 @@ func (c *Client) checkIdle() error {
 type peeker struct {
 	raw   syscall.RawConn // nil: not a socket (a test's pipe)
 	done  bool            // raw is looked up
-	look  func(fd uintptr) bool
+	look  func(fd uintptr)
 	n     uintptr
 	errno syscall.Errno
 	b     [1]byte
@@ -85,7 +85,12 @@ func (p *peeker) socket(conn net.Conn) (pending bool, err error) {
 	if p.raw == nil {
 		return false, nil
 	}
-	err = p.raw.Read(p.look)
+	// Control, not Read: Read refuses to run once the read deadline of
+	// the last reply has passed, and a connection idle for that long is
+	// the one most likely to have been closed or written to. The look never
+	// waits (MSG_DONTWAIT), and a Client has one goroutine, so nothing
+	// reads the socket meanwhile.
+	err = p.raw.Control(p.look)
 	switch {
 	case err != nil:
 		return false, nil
@@ -102,7 +107,6 @@ func (p *peeker) socket(conn net.Conn) (pending bool, err error) {
 // recv is recvfrom(2) of one octet with MSG_PEEK|MSG_DONTWAIT, as
 // unix.Recvfrom makes it but without the address it asks for (a TCP socket
 // has none to give) and the allocations that cost.
-func (p *peeker) recv(fd uintptr) bool {
+func (p *peeker) recv(fd uintptr) {
 	p.n, _, p.errno = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	return true // never wait: this is a look, not a read
 }
