@@ -1196,11 +1196,17 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 	if !ok {
 		return Outcome{}, false
 	}
-	r, err := j.readAt(off)
+	// The buffer and the record come from a pool: the result file makes
+	// one lookup a row, and each used to allocate both.
+	s := lastScratchPool.Get().(*lastScratch)
+	defer lastScratchPool.Put(s)
+	r := &s.rec
+	err := j.readInto(off, &s.buf, r)
 	if err == nil && r.Row != row {
 		err = fmt.Errorf("record at offset %d is for row %d", off, r.Row)
 	}
 	if err != nil {
+		*r = record{}
 		err = fmt.Errorf("report: journal %s: row %d: %w", j.path, row, err)
 		j.mu.Lock()
 		if j.err == nil && !j.readOnly {
@@ -1210,35 +1216,48 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 		j.mu.Unlock()
 		return Outcome{Row: row, Status: InDoubt, Error: err.Error()}, true
 	}
-	return r.outcome(), true
+	o := r.outcome()
+	*r = record{} // the pool must not keep the row's strings
+	return o, true
 }
+
+// lastScratch is the memory one Last needs: a read buffer that most
+// records fit in, and the record decoded.
+type lastScratch struct {
+	buf [1024]byte
+	rec record
+}
+
+var lastScratchPool = sync.Pool{New: func() any { return new(lastScratch) }}
 
 // readAt decodes the record that starts at off.
 func (j *Journal) readAt(off int64) (*record, error) {
-	// Most records fit in one small read; the result file makes one a row.
 	var small [1024]byte
+	var r record
+	if err := j.readInto(off, &small, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// readInto decodes the record that starts at off into r, with small as
+// the buffer of its first read.
+func (j *Journal) readInto(off int64, small *[1024]byte, r *record) error {
+	// Most records fit in one small read; the result file makes one a row.
 	n, err := j.f.ReadAt(small[:], off)
 	if i := bytes.IndexByte(small[:n], '\n'); i >= 0 {
-		var r record
-		if err := decodeRecord(small[:i+1], &r); err != nil {
-			return nil, err
-		}
-		return &r, nil
+		return decodeRecord(small[:i+1], r)
 	}
 	if err != nil && err != io.EOF {
-		return nil, err
+		return err
 	}
 	br := bufio.NewReaderSize(io.NewSectionReader(j.f, off, 1<<62), 1024)
 	var acc []byte
 	b, err := readLine(br, &acc)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var r record
-	if err := decodeRecord(b, &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
+	return decodeRecord(b, r)
 }
 
 // Job returns the job the journal's last run was for (zero for an empty
