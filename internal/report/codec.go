@@ -196,9 +196,26 @@ func appendJSONString(b []byte, s string) []byte {
 // fields, same error or none. Lines in the shape appendRecord writes are
 // parsed here; any other is handed to json.Unmarshal.
 func decodeRecord(line []byte, r *record) error {
+	return decodeRecordIn(line, "", nil, r)
+}
+
+// decodeRecordIn is decodeRecord for a caller that decodes many lines
+// and lends it memory. text, unless "", is line's bytes as a string: the
+// strings of the record are cut from it instead of from a copy of the
+// line of their own, so that lines copied into one string cost one
+// allocation between them. scratch, unless nil, is the buffer strings
+// with escapes are unescaped in, kept for the next call.
+func decodeRecordIn(line []byte, text string, scratch *[]byte, r *record) error {
 	*r = record{}
-	d := recordDecoder{buf: line}
-	if d.record(r) {
+	d := recordDecoder{buf: line, text: text}
+	if scratch != nil {
+		d.scratch = (*scratch)[:0]
+	}
+	ok := d.record(r)
+	if scratch != nil {
+		*scratch = d.scratch
+	}
+	if ok {
 		return nil
 	}
 	*r = record{}
@@ -211,7 +228,7 @@ func decodeRecord(line []byte, r *record) error {
 type recordDecoder struct {
 	buf     []byte
 	pos     int
-	text    string // buf as a string, made on first use
+	text    string // buf as a string, given or made on first use
 	scratch []byte // unescaped string bytes
 }
 

@@ -1201,7 +1201,7 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 	s := lastScratchPool.Get().(*lastScratch)
 	defer lastScratchPool.Put(s)
 	r := &s.rec
-	err := j.readInto(off, &s.buf, r)
+	err := j.readInto(off, &s.buf, &s.unescape, r)
 	if err == nil && r.Row != row {
 		err = fmt.Errorf("record at offset %d is for row %d", off, r.Row)
 	}
@@ -1224,8 +1224,9 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 // lastScratch is the memory one Last needs: a read buffer that most
 // records fit in, and the record decoded.
 type lastScratch struct {
-	buf [1024]byte
-	rec record
+	buf      [1024]byte
+	rec      record
+	unescape []byte // decodeRecordIn's scratch
 }
 
 var lastScratchPool = sync.Pool{New: func() any { return new(lastScratch) }}
@@ -1234,19 +1235,19 @@ var lastScratchPool = sync.Pool{New: func() any { return new(lastScratch) }}
 func (j *Journal) readAt(off int64) (*record, error) {
 	var small [1024]byte
 	var r record
-	if err := j.readInto(off, &small, &r); err != nil {
+	if err := j.readInto(off, &small, nil, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
 }
 
 // readInto decodes the record that starts at off into r, with small as
-// the buffer of its first read.
-func (j *Journal) readInto(off int64, small *[1024]byte, r *record) error {
+// the buffer of its first read and unescape as decodeRecordIn's scratch.
+func (j *Journal) readInto(off int64, small *[1024]byte, unescape *[]byte, r *record) error {
 	// Most records fit in one small read; the result file makes one a row.
 	n, err := j.f.ReadAt(small[:], off)
 	if i := bytes.IndexByte(small[:n], '\n'); i >= 0 {
-		return decodeRecord(small[:i+1], r)
+		return decodeRecordIn(small[:i+1], "", unescape, r)
 	}
 	if err != nil && err != io.EOF {
 		return err
@@ -1257,7 +1258,7 @@ func (j *Journal) readInto(off int64, small *[1024]byte, r *record) error {
 	if err != nil {
 		return err
 	}
-	return decodeRecord(b, r)
+	return decodeRecordIn(b, "", unescape, r)
 }
 
 // Job returns the job the journal's last run was for (zero for an empty
