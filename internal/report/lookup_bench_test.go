@@ -96,14 +96,26 @@ func writeLookupJournal(tb testing.TB, path string, rows int) {
 // lookupAll looks every row from 2 to rows+1 up in j as the result file's
 // writer does (cmd/bulkmail startLookups): GOMAXPROCS goroutines, each
 // taking batches of 256 consecutive rows.
-func lookupAll(j *Journal, rows int, out []Outcome) {
+// With batch, each goroutine looks its batch up with one LastBatch.
+func lookupAll(j *Journal, rows int, out []Outcome, batch bool) {
 	const lookupBatch = 256
 	work := make(chan int, 64)
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
+			nums := make([]int, 0, lookupBatch)
+			found := make([]bool, lookupBatch)
 			for first := range work {
-				for row := first; row < min(first+lookupBatch, rows+2); row++ {
+				end := min(first+lookupBatch, rows+2)
+				if batch {
+					nums = nums[:0]
+					for row := first; row < end; row++ {
+						nums = append(nums, row)
+					}
+					j.LastBatch(nums, out[first-2:end-2], found[:len(nums)])
+					continue
+				}
+				for row := first; row < end; row++ {
 					out[row-2], _ = j.Last(row)
 				}
 			}
@@ -128,20 +140,28 @@ func BenchmarkJournalLast(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer j.Close()
-	out := make([]Outcome, rows)
-	var ms0, ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
-	cpu0 := cpuTime()
-	for b.Loop() {
-		lookupAll(j, rows, out)
+	for _, batch := range []bool{false, true} {
+		name := "Last"
+		if batch {
+			name = "LastBatch"
+		}
+		b.Run(name, func(b *testing.B) {
+			out := make([]Outcome, rows)
+			var ms0, ms1 runtime.MemStats
+			runtime.ReadMemStats(&ms0)
+			cpu0 := cpuTime()
+			for b.Loop() {
+				lookupAll(j, rows, out, batch)
+			}
+			cpu := cpuTime() - cpu0
+			runtime.ReadMemStats(&ms1)
+			n := float64(b.N) * rows
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/row")
+			b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/row")
+			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/row")
+			b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/n, "B/row")
+		})
 	}
-	cpu := cpuTime() - cpu0
-	runtime.ReadMemStats(&ms1)
-	n := float64(b.N) * rows
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/row")
-	b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/row")
-	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/row")
-	b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/n, "B/row")
 }
 
 // cpuTime is the CPU time (user and system) the process has used, GC
