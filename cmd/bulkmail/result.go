@@ -207,14 +207,22 @@ func startLookups(list *merge.List, j *report.Journal, part shard, reason string
 	for range workers {
 		go func() {
 			defer p.wg.Done()
+			rows := make([]int, 0, lookupBatch)
+			found := make([]bool, 0, lookupBatch)
 			for b := range work {
+				// One LastBatch for the batch: it reads neighbouring
+				// records together.
+				rows = rows[:0]
+				for _, rec := range b.recs {
+					rows = append(rows, rec.Row)
+				}
+				found = found[:len(rows)]
 				b.outs = make([]report.Outcome, len(b.recs))
+				j.LastBatch(rows, b.outs, found)
 				for i, rec := range b.recs {
-					o, ok := j.Last(rec.Row)
-					if !ok {
-						o = report.Outcome{Row: rec.Row, Email: rowEmail(rec, emailIdx), Status: report.Failed, Error: reason}
+					if !found[i] {
+						b.outs[i] = report.Outcome{Row: rec.Row, Email: rowEmail(rec, emailIdx), Status: report.Failed, Error: reason}
 					}
-					b.outs[i] = o
 				}
 				close(b.done)
 			}
