@@ -554,6 +554,19 @@ func (d *recordDecoder) int64(p *int64) bool {
 	if i < len(d.buf) && (d.buf[i] == '.' || d.buf[i] == 'e' || d.buf[i] == 'E') {
 		return false
 	}
+	if i-digits <= 18 {
+		// Cannot overflow: no need for ParseInt.
+		var v int64
+		for _, c := range d.buf[digits:i] {
+			v = v*10 + int64(c-'0')
+		}
+		if digits > start {
+			v = -v
+		}
+		*p = v
+		d.pos = i
+		return true
+	}
 	v, err := strconv.ParseInt(string(d.buf[start:i]), 10, 64)
 	if err != nil {
 		return false
@@ -573,7 +586,7 @@ func (d *recordDecoder) time(t *time.Time) bool {
 	for i := start; i < len(d.buf); i++ {
 		c := d.buf[i]
 		if c == '"' {
-			if t.UnmarshalText(d.buf[start:i]) != nil {
+			if !utcTime(d.buf[start:i], t) && t.UnmarshalText(d.buf[start:i]) != nil {
 				return false
 			}
 			d.pos = i + 1
@@ -584,4 +597,50 @@ func (d *recordDecoder) time(t *time.Time) bool {
 		}
 	}
 	return false
+}
+
+// utcTime sets *t to the time in b and reports true if b is a UTC time
+// as appendTimeField writes one ("2006-01-02T15:04:05.999999999Z", the
+// fraction optional), on a day of the month every month has (1 to 28).
+// It sets what time.Time's UnmarshalText would; for anything else it
+// reports false, and the caller asks UnmarshalText. The journal's every
+// record has such a time, and UnmarshalText was a tenth of decoding one.
+func utcTime(b []byte, t *time.Time) bool {
+	const layout = "2006-01-02T15:04:05"
+	if len(b) < len(layout)+1 || b[len(b)-1] != 'Z' {
+		return false
+	}
+	num := func(s []byte) int {
+		n := 0
+		for _, c := range s {
+			if c < '0' || '9' < c {
+				return -1
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	if b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
+		return false
+	}
+	year, month, day := num(b[0:4]), num(b[5:7]), num(b[8:10])
+	hour, minute, sec := num(b[11:13]), num(b[14:16]), num(b[17:19])
+	if year < 0 || month < 1 || month > 12 || day < 1 || day > 28 ||
+		hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return false
+	}
+	nsec := 0
+	if frac := b[len(layout) : len(b)-1]; len(frac) > 0 {
+		if len(frac) < 2 || len(frac) > 10 || frac[0] != '.' {
+			return false
+		}
+		if nsec = num(frac[1:]); nsec < 0 {
+			return false
+		}
+		for range 10 - len(frac) {
+			nsec *= 10
+		}
+	}
+	*t = time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
+	return true
 }

@@ -252,3 +252,55 @@ func BenchmarkCodec(b *testing.B) {
 		}
 	})
 }
+
+// checkUTCTime compares utcTime with time.Time's UnmarshalText on s: where
+// utcTime takes s, it must give the same time.
+func checkUTCTime(t *testing.T, s string) {
+	t.Helper()
+	var got, want time.Time
+	if !utcTime([]byte(s), &got) {
+		return
+	}
+	if err := want.UnmarshalText([]byte(s)); err != nil {
+		t.Fatalf("%q: utcTime took it, UnmarshalText: %v", s, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q: utcTime %#v, UnmarshalText %#v", s, got, want)
+	}
+}
+
+func TestUTCTime(t *testing.T) {
+	taken := 0
+	for _, s := range []string{
+		"2026-11-26T03:18:58.711342903Z", "2026-11-26T03:18:58Z", "2026-11-26T03:18:58.7Z", "0000-01-01T00:00:00Z",
+		"9999-12-28T23:59:59.999999999Z", "2026-02-28T00:00:00.000000001Z", "2026-11-26T03:18:58.0Z",
+		"2026-11-26T03:18:58.7113429031Z", "2026-11-26T03:18:58.Z", "2026-11-26T03:18:58,5Z", "2026-11-26T03:18:58.-5Z",
+		"2026-11-26T03:18:58+00:00", "2026-11-26T24:00:00Z", "2026-11-26T23:60:00Z", "2026-11-26T23:00:60Z",
+		"2026-13-26T03:18:58Z", "2026-00-26T03:18:58Z", "2026-11-00T03:18:58Z", "2026-11-29T03:18:58Z", "2024-02-29T03:18:58Z",
+		"2026-11-26 03:18:58Z", "2026-11-26T3:18:58Z", "-026-11-26T03:18:58Z", "+026-11-26T03:18:58Z", "2026-1a-26T03:18:58Z",
+		"2026-11-26T03:18:58.5 Z", "2026-11-26T03:18:58Zz", "Z", "", "2026-11-26T03:18:58.1e5Z",
+	} {
+		checkUTCTime(t, s)
+	}
+	for i := range 100000 {
+		tm := time.Unix(1_700_000_000+int64(i)*7919, int64(i)*104729%1e9).UTC()
+		if i%3 == 0 {
+			tm = tm.Truncate(time.Second)
+		}
+		b, _ := tm.MarshalText()
+		checkUTCTime(t, string(b))
+		var got time.Time
+		if utcTime(b, &got) {
+			taken++
+		}
+	}
+	if taken < 80000 {
+		t.Errorf("utcTime took %d of 100000 times", taken)
+	}
+}
+
+func FuzzUTCTime(f *testing.F) {
+	f.Add("2026-11-26T03:18:58.711342903Z")
+	f.Add("2026-11-26T03:18:58Z")
+	f.Fuzz(func(t *testing.T, s string) { checkUTCTime(t, s) })
+}
