@@ -248,51 +248,32 @@ var recordKeys = [...]string{"t", "v", "list", "row", "email", "status", "rcpt",
 	"attempt", "attempts", "mid", "error", "conn", "start", "at", "dur_ns", "boot", "reserved"}
 
 func (d *recordDecoder) record(r *record) bool {
-	ok := d.object(recordKeys[:], func(k int) bool {
-		switch k {
-		case 0:
-			return d.str(&r.T)
-		case 1:
-			return d.int(&r.Version)
-		case 2:
-			return d.str(&r.List)
-		case 3:
-			return d.int(&r.Row)
-		case 4:
-			return d.str(&r.Email)
-		case 5:
-			var s string
-			ok := d.str(&s)
-			r.Status = Status(s)
-			return ok
-		case 6:
-			return d.reply(&r.Rcpt)
-		case 7:
-			return d.reply(&r.Data)
-		case 8:
-			return d.int(&r.Attempt)
-		case 9:
-			return d.int(&r.Attempts)
-		case 10:
-			return d.str(&r.MessageID)
-		case 11:
-			return d.str(&r.Error)
-		case 12:
-			return d.int(&r.Conn)
-		case 13:
-			return d.time(&r.Start)
-		case 14:
-			return d.time(&r.At)
-		case 15:
-			return d.int64(&r.Duration)
-		case 16:
-			return d.str(&r.Boot)
-		default:
-			return d.reservations(&r.Reserved)
-		}
-	})
-	if !ok {
+	// object's loop, with the fields read by a method rather than a
+	// closure: this runs for every line of the journal.
+	if !d.byte('{') {
 		return false
+	}
+	next := 0
+	for first := true; ; first = false {
+		if d.peek() == '}' {
+			d.pos++
+			break
+		}
+		if !first && !d.byte(',') {
+			return false
+		}
+		key, ok := d.plainString()
+		if !ok || !d.byte(':') {
+			return false
+		}
+		k := next
+		for k < len(recordKeys) && recordKeys[k] != string(key) {
+			k++
+		}
+		if k == len(recordKeys) || !d.recordField(r, k) {
+			return false
+		}
+		next = k + 1
 	}
 	// json.Unmarshal allows white space after the value, nothing else.
 	for ; d.pos < len(d.buf); d.pos++ {
@@ -305,6 +286,51 @@ func (d *recordDecoder) record(r *record) bool {
 	// A "t" key is required by nothing in json; T is "" without one,
 	// which is what json.Unmarshal gives too.
 	return true
+}
+
+// recordField reads the value of r's field recordKeys[k].
+func (d *recordDecoder) recordField(r *record, k int) bool {
+	switch k {
+	case 0:
+		return d.str(&r.T)
+	case 1:
+		return d.int(&r.Version)
+	case 2:
+		return d.str(&r.List)
+	case 3:
+		return d.int(&r.Row)
+	case 4:
+		return d.str(&r.Email)
+	case 5:
+		var s string
+		ok := d.str(&s)
+		r.Status = Status(s)
+		return ok
+	case 6:
+		return d.reply(&r.Rcpt)
+	case 7:
+		return d.reply(&r.Data)
+	case 8:
+		return d.int(&r.Attempt)
+	case 9:
+		return d.int(&r.Attempts)
+	case 10:
+		return d.str(&r.MessageID)
+	case 11:
+		return d.str(&r.Error)
+	case 12:
+		return d.int(&r.Conn)
+	case 13:
+		return d.time(&r.Start)
+	case 14:
+		return d.time(&r.At)
+	case 15:
+		return d.int64(&r.Duration)
+	case 16:
+		return d.str(&r.Boot)
+	default:
+		return d.reservations(&r.Reserved)
+	}
 }
 
 var replyKeys = [...]string{"code", "enhanced", "text"}
@@ -342,17 +368,43 @@ func (d *recordDecoder) reservations(p *[]Reservation) bool {
 	}
 }
 
+// reply reads a Reply: object's loop, like record's, without a closure.
 func (d *recordDecoder) reply(p *Reply) bool {
-	return d.object(replyKeys[:], func(k int) bool {
+	if !d.byte('{') {
+		return false
+	}
+	next := 0
+	for first := true; ; first = false {
+		if d.peek() == '}' {
+			d.pos++
+			return true
+		}
+		if !first && !d.byte(',') {
+			return false
+		}
+		key, ok := d.plainString()
+		if !ok || !d.byte(':') {
+			return false
+		}
+		k := next
+		for k < len(replyKeys) && replyKeys[k] != string(key) {
+			k++
+		}
 		switch k {
 		case 0:
-			return d.int(&p.Code)
+			ok = d.int(&p.Code)
 		case 1:
-			return d.str(&p.Enhanced)
+			ok = d.str(&p.Enhanced)
+		case 2:
+			ok = d.str(&p.Text)
 		default:
-			return d.str(&p.Text)
+			return false
 		}
-	})
+		if !ok {
+			return false
+		}
+		next = k + 1
+	}
 }
 
 // object reads a JSON object whose keys come from keys, in their order and
@@ -459,6 +511,16 @@ func (d *recordDecoder) str(s *string) bool {
 	}
 	out := append(d.scratch[:0], buf[start:i]...)
 	for i < len(buf) {
+		// The bytes up to the next quote, escape or control character
+		// go in at once.
+		run := i
+		for i < len(buf) && buf[i] != '"' && buf[i] != '\\' && buf[i] >= 0x20 {
+			i++
+		}
+		out = append(out, buf[run:i]...)
+		if i == len(buf) {
+			return false
+		}
 		c := buf[i]
 		switch {
 		case c == '"':
@@ -471,10 +533,6 @@ func (d *recordDecoder) str(s *string) bool {
 			return true
 		case c < 0x20:
 			return false
-		case c != '\\':
-			out = append(out, c)
-			i++
-			continue
 		}
 		if i+1 >= len(buf) {
 			return false
