@@ -1296,11 +1296,19 @@ func (j *Journal) Each(fn func(Outcome) error) error {
 	}
 	j.mu.Unlock()
 	slices.Sort(rows)
-	for _, row := range rows {
-		o, _ := j.Last(row)
-		if err := fn(o); err != nil {
-			return err
+	// A few hundred rows at a time, read with LastBatch.
+	const batch = 256
+	out := make([]Outcome, min(len(rows), batch))
+	found := make([]bool, len(out))
+	for len(rows) > 0 {
+		n := min(len(rows), batch)
+		j.LastBatch(rows[:n], out[:n], found[:n])
+		for i := range n {
+			if err := fn(out[i]); err != nil {
+				return err
+			}
 		}
+		rows = rows[n:]
 	}
 	return nil
 }

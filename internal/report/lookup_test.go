@@ -178,6 +178,29 @@ func TestLastBatchIsLast(t *testing.T) {
 			check("shuffled", shuffled[first:min(first+300, len(shuffled))])
 		}
 		check("repeated", []int{7, 7, 3000, 7, maxRow + 100, 0, 3000})
+		// Each, which reads with LastBatch, gives every row Last knows, in
+		// order.
+		var each []int
+		err = j.Each(func(o Outcome) error {
+			want, ok := j.Last(o.Row)
+			if !ok || !reflect.DeepEqual(o, want) {
+				t.Fatalf("boot %s: Each gave %+v, Last %+v, %v", boot, o, want, ok)
+			}
+			each = append(each, o.Row)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var known []int
+		for _, row := range all {
+			if _, ok := j.Last(row); ok {
+				known = append(known, row)
+			}
+		}
+		if !reflect.DeepEqual(each, known) {
+			t.Errorf("boot %s: Each gave rows %v, want %v", boot, each, known)
+		}
 		j.Close()
 	}
 }
