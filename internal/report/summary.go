@@ -126,7 +126,10 @@ func (s *summary) add(o *Outcome) {
 		}
 		if c == nil {
 			c = new(counts)
-			s.domains[d] = c
+			// A copy: d may be cut from a string that holds a whole
+			// batch of journal records (Journal.LastBatch), which the
+			// key would otherwise keep.
+			s.domains[strings.Clone(d)] = c
 		}
 	}
 	if i >= 0 {
