@@ -218,8 +218,12 @@ func decodeRecordIn(line []byte, text string, scratch *[]byte, r *record) error 
 	if ok {
 		return nil
 	}
-	*r = record{}
-	return json.Unmarshal(line, r)
+	// Unmarshal into a record of its own, so that r need not escape to
+	// the heap: a caller decoding many lines keeps its record on the stack.
+	var j record
+	err := json.Unmarshal(line, &j)
+	*r = j
+	return err
 }
 
 // recordDecoder reads the one shape of line appendRecord writes. Each

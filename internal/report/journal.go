@@ -1196,17 +1196,17 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 	if !ok {
 		return Outcome{}, false
 	}
-	// The buffer and the record come from a pool: the result file makes
-	// one lookup a row, and each used to allocate both.
+	// The buffer comes from a pool and the record stays on the stack:
+	// each used to be allocated, for every lookup.
 	s := lastScratchPool.Get().(*lastScratch)
 	defer lastScratchPool.Put(s)
-	r := &s.rec
+	var rec record
+	r := &rec
 	err := j.readInto(off, &s.buf, &s.unescape, r)
 	if err == nil && r.Row != row {
 		err = fmt.Errorf("record at offset %d is for row %d", off, r.Row)
 	}
 	if err != nil {
-		*r = record{}
 		err = fmt.Errorf("report: journal %s: row %d: %w", j.path, row, err)
 		j.mu.Lock()
 		if j.err == nil && !j.readOnly {
@@ -1216,16 +1216,13 @@ func (j *Journal) Last(row int) (Outcome, bool) {
 		j.mu.Unlock()
 		return Outcome{Row: row, Status: InDoubt, Error: err.Error()}, true
 	}
-	o := r.outcome()
-	*r = record{} // the pool must not keep the row's strings
-	return o, true
+	return r.outcome(), true
 }
 
 // lastScratch is the memory one Last needs: a read buffer that most
-// records fit in, and the record decoded.
+// records fit in.
 type lastScratch struct {
 	buf      [1024]byte
-	rec      record
 	unescape []byte // decodeRecordIn's scratch
 }
 

@@ -92,7 +92,8 @@ func (j *Journal) LastBatch(rows []int, out []Outcome, found []bool) {
 	// One string holds every line, and the records' strings are cut from
 	// it.
 	text := string(s.lines)
-	r := &s.rec
+	var rec record
+	r := &rec
 	for _, w := range s.want {
 		row := rows[w.i]
 		if w.end < 0 {
@@ -106,7 +107,6 @@ func (j *Journal) LastBatch(rows []int, out []Outcome, found []bool) {
 		}
 		out[w.i] = r.outcome()
 	}
-	*r = record{}
 }
 
 // wanted is a record LastBatch looks up: at off, for rows[i], and once
@@ -122,7 +122,6 @@ type batchScratch struct {
 	want     []wanted
 	buf      []byte // a read
 	lines    []byte // the lines looked up
-	rec      record
 	unescape []byte
 }
 
