@@ -266,15 +266,8 @@ func (d *recordDecoder) record(r *record) bool {
 		if !first && !d.byte(',') {
 			return false
 		}
-		key, ok := d.plainString()
-		if !ok || !d.byte(':') {
-			return false
-		}
-		k := next
-		for k < len(recordKeys) && recordKeys[k] != string(key) {
-			k++
-		}
-		if k == len(recordKeys) || !d.recordField(r, k) {
+		k := d.key(recordKeys[:], next)
+		if k < 0 || !d.recordField(r, k) {
 			return false
 		}
 		next = k + 1
@@ -386,14 +379,8 @@ func (d *recordDecoder) reply(p *Reply) bool {
 		if !first && !d.byte(',') {
 			return false
 		}
-		key, ok := d.plainString()
-		if !ok || !d.byte(':') {
-			return false
-		}
-		k := next
-		for k < len(replyKeys) && replyKeys[k] != string(key) {
-			k++
-		}
+		k := d.key(replyKeys[:], next)
+		var ok bool
 		switch k {
 		case 0:
 			ok = d.int(&p.Code)
@@ -440,6 +427,27 @@ func (d *recordDecoder) object(keys []string, field func(k int) bool) bool {
 		}
 		next = k + 1
 	}
+}
+
+// key reads a key and its colon, `"name":`, where name is the first of
+// keys[next:] that the line has there, and returns its index in keys, or
+// -1 if none is. It is object's plainString, byte(':') and search in one:
+// keys are distinct and plain ASCII, so the one that is followed by a
+// quote and a colon is the one plainString would read.
+func (d *recordDecoder) key(keys []string, next int) int {
+	rest := d.buf[d.pos:]
+	if len(rest) == 0 || rest[0] != '"' {
+		return -1
+	}
+	rest = rest[1:]
+	for k := next; k < len(keys); k++ {
+		key := keys[k]
+		if len(rest) >= len(key)+2 && rest[len(key)] == '"' && rest[len(key)+1] == ':' && string(rest[:len(key)]) == key {
+			d.pos += len(key) + 3
+			return k
+		}
+	}
+	return -1
 }
 
 func (d *recordDecoder) peek() byte {
