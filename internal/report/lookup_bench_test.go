@@ -1,9 +1,11 @@
 package report
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -170,4 +172,36 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkDecodeJournal times decodeRecordIn alone on every commit and
+// outcome line of the journal BenchmarkJournalLast reads, as LastBatch
+// calls it.
+func BenchmarkDecodeJournal(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "bench.journal")
+	writeLookupJournal(b, path, 20_000)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lines [][]byte
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		if bytes.HasPrefix(line, []byte(`{"t":"commit"`)) || bytes.HasPrefix(line, []byte(`{"t":"outcome"`)) {
+			lines = append(lines, line)
+		}
+	}
+	texts := make([]string, len(lines))
+	for i, line := range lines {
+		texts[i] = string(line)
+	}
+	var unescape []byte
+	for b.Loop() {
+		for i, line := range lines {
+			var r record
+			if err := decodeRecordIn(line, texts[i], &unescape, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
 }
