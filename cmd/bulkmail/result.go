@@ -68,9 +68,10 @@ func (c statusCounts) undelivered() int {
 // rows outside the shard are left out.
 //
 // It runs after the last message, so its time adds to every run's: one
-// goroutine reads the list, lookup workers read each row's journal record
-// (a read and a decode a row, the largest share), and this goroutine
-// writes the rows in list order as their batches complete.
+// goroutine reads the list, lookup workers read each batch's journal
+// records (report.Journal.LastBatch: a few reads a batch and a decode a
+// row), and this goroutine writes the rows in list order as their batches
+// complete.
 func writeResult(path string, lf *listFlags, j *report.Journal, part shard, reason string) (resultCounts, error) {
 	lo, err := lf.listOptions()
 	if err != nil {
