@@ -252,25 +252,20 @@ var recordKeys = [...]string{"t", "v", "list", "row", "email", "status", "rcpt",
 	"attempt", "attempts", "mid", "error", "conn", "start", "at", "dur_ns", "boot", "reserved"}
 
 func (d *recordDecoder) record(r *record) bool {
-	// object's loop, with the fields read by a method rather than a
-	// closure: this runs for every line of the journal.
 	if !d.byte('{') {
 		return false
 	}
-	next := 0
-	for first := true; ; first = false {
-		if d.peek() == '}' {
-			d.pos++
+	for it := (fields{keys: recordKeys[:]}); ; {
+		k, ok := d.field(&it)
+		if !ok {
+			return false
+		}
+		if k < 0 {
 			break
 		}
-		if !first && !d.byte(',') {
+		if !d.recordField(r, k) {
 			return false
 		}
-		k := d.key(recordKeys[:], next)
-		if k < 0 || !d.recordField(r, k) {
-			return false
-		}
-		next = k + 1
 	}
 	// json.Unmarshal allows white space after the value, nothing else.
 	for ; d.pos < len(d.buf); d.pos++ {
@@ -342,18 +337,28 @@ func (d *recordDecoder) reservations(p *[]Reservation) bool {
 	}
 	for {
 		var r Reservation
-		ok := d.object(reservationKeys[:], func(k int) bool {
+		if !d.byte('{') {
+			return false
+		}
+		for it := (fields{keys: reservationKeys[:]}); ; {
+			k, ok := d.field(&it)
+			if !ok {
+				return false
+			}
+			if k < 0 {
+				break
+			}
 			switch k {
 			case 0:
-				return d.int(&r.Row)
+				ok = d.int(&r.Row)
 			case 1:
-				return d.str(&r.Email)
+				ok = d.str(&r.Email)
 			default:
-				return d.str(&r.MessageID)
+				ok = d.str(&r.MessageID)
 			}
-		})
-		if !ok {
-			return false
+			if !ok {
+				return false
+			}
 		}
 		*p = append(*p, r)
 		if d.byte(']') {
@@ -365,75 +370,67 @@ func (d *recordDecoder) reservations(p *[]Reservation) bool {
 	}
 }
 
-// reply reads a Reply: object's loop, like record's, without a closure.
+// reply reads a Reply.
 func (d *recordDecoder) reply(p *Reply) bool {
 	if !d.byte('{') {
 		return false
 	}
-	next := 0
-	for first := true; ; first = false {
-		if d.peek() == '}' {
-			d.pos++
-			return true
-		}
-		if !first && !d.byte(',') {
+	for it := (fields{keys: replyKeys[:]}); ; {
+		k, ok := d.field(&it)
+		if !ok {
 			return false
 		}
-		k := d.key(replyKeys[:], next)
-		var ok bool
 		switch k {
+		case -1:
+			return true
 		case 0:
 			ok = d.int(&p.Code)
 		case 1:
 			ok = d.str(&p.Enhanced)
-		case 2:
-			ok = d.str(&p.Text)
 		default:
-			return false
+			ok = d.str(&p.Text)
 		}
 		if !ok {
 			return false
 		}
-		next = k + 1
 	}
 }
 
-// object reads a JSON object whose keys come from keys, in their order and
-// each at most once (the shape json.Marshal writes), calling field with a
-// key's index to read its value. An empty object is fine.
-func (d *recordDecoder) object(keys []string, field func(k int) bool) bool {
-	if !d.byte('{') {
-		return false
+// fields walks the keys of a JSON object, after its opening brace, whose
+// keys come from keys, in their order and each at most once (the shape
+// json.Marshal writes). It is a loop's state rather than a function taking
+// a closure, since it runs for every field of every line of the journal.
+type fields struct {
+	keys    []string
+	next    int  // index in keys of the first key still allowed
+	started bool // a field was read: the next one follows a comma
+}
+
+// field reads the next key and its colon and returns the key's index in
+// it.keys, for the caller to read the value; at the closing brace (which it
+// reads) it returns -1. An empty object is fine. ok is false for anything
+// else.
+func (d *recordDecoder) field(it *fields) (k int, ok bool) {
+	if d.peek() == '}' {
+		d.pos++
+		return -1, true
 	}
-	next := 0 // index in keys of the first key still allowed
-	for first := true; ; first = false {
-		if d.peek() == '}' {
-			d.pos++
-			return true
-		}
-		if !first && !d.byte(',') {
-			return false
-		}
-		key, ok := d.plainString()
-		if !ok || !d.byte(':') {
-			return false
-		}
-		k := next
-		for k < len(keys) && keys[k] != string(key) {
-			k++
-		}
-		if k == len(keys) || !field(k) {
-			return false
-		}
-		next = k + 1
+	if it.started && !d.byte(',') {
+		return 0, false
 	}
+	it.started = true
+	if k = d.key(it.keys, it.next); k < 0 {
+		return 0, false
+	}
+	it.next = k + 1
+	return k, true
 }
 
 // key reads a key and its colon, `"name":`, where name is the first of
 // keys[next:] that the line has there, and returns its index in keys, or
-// -1 if none is. It is object's plainString, byte(':') and search in one:
-// keys are distinct and plain ASCII, so the one that is followed by a
-// quote and a colon is the one plainString would read.
+// -1 if none is. The keys are distinct and plain ASCII, so the one followed
+// by a quote and a colon is the whole key the line has there; a key with an
+// escape matches none, and the line goes to json.Unmarshal.
 func (d *recordDecoder) key(keys []string, next int) int {
 	rest := d.buf[d.pos:]
 	if len(rest) == 0 || rest[0] != '"' {
@@ -463,27 +460,6 @@ func (d *recordDecoder) byte(c byte) bool {
 	}
 	d.pos++
 	return true
-}
-
-// plainString reads a string without escapes or non-ASCII bytes (a key),
-// without copying it.
-func (d *recordDecoder) plainString() ([]byte, bool) {
-	if !d.byte('"') {
-		return nil, false
-	}
-	start := d.pos
-	for ; d.pos < len(d.buf); d.pos++ {
-		c := d.buf[d.pos]
-		if c == '"' {
-			s := d.buf[start:d.pos]
-			d.pos++
-			return s, true
-		}
-		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
-			return nil, false
-		}
-	}
-	return nil, false
 }
 
 // str reads a JSON string into *s. It takes the escapes json.Marshal
