@@ -774,13 +774,25 @@ func (z *spliceZip) flushHeld() error {
 	dhead, dtail := deflateRaw(head, false), deflateRaw(tail, true)
 	crc := crc32Combine(crc32.ChecksumIEEE(head), s.crc, s.raw)
 	crc = crc32Combine(crc, crc32.ChecksumIEEE(tail), int64(len(tail)))
-	w, err := z.zw.CreateRaw(&zip.FileHeader{
-		Name:               s.path,
-		Method:             zip.Deflate,
+	fh := &zip.FileHeader{
+		Name:   s.path,
+		Method: zip.Deflate,
+		// The sizes and CRC go in a data descriptor after the data, as
+		// Create puts them: CreateRaw would write them in the local header,
+		// with 0xFFFFFFFF and no zip64 extra field for a sheet over 4 GiB,
+		// which a streaming reader (Java's ZipInputStream) takes as the
+		// size and fails on.
+		Flags:              0x8,
+		CreatorVersion:     20,
+		ReaderVersion:      20,
 		CRC32:              crc,
 		CompressedSize64:   uint64(len(dhead)) + uint64(s.end-s.off) + uint64(len(dtail)),
 		UncompressedSize64: uint64(len(head)) + uint64(s.raw) + uint64(len(tail)),
-	})
+	}
+	if fh.CompressedSize64 >= 1<<32-1 || fh.UncompressedSize64 >= 1<<32-1 {
+		fh.ReaderVersion = 45 // zip64
+	}
+	w, err := z.zw.CreateRaw(fh)
 	if err != nil {
 		return err
 	}
