@@ -1282,7 +1282,8 @@ func (j *Journal) Len() int {
 // Each calls fn with the last state (as Last returns it) of every row the
 // journal has a record for, in row order, and stops at the first error fn
 // returns, returning it. Rows recorded while Each runs may or may not be
-// seen.
+// seen. The outcomes' strings share one string per few hundred rows (see
+// LastBatch): fn must copy any it keeps, or it keeps them all.
 func (j *Journal) Each(fn func(Outcome) error) error {
 	j.mu.Lock()
 	rows := j.idx.rows()

@@ -642,7 +642,9 @@ func (c *Client) flush(timeout time.Duration, phase string) error {
 // readReplyTimeout reads a reply, waiting at most timeout for it. A
 // reply already in the read buffer in full is read without waiting, so
 // the deadline, whose setting costs a clock reading and a timer update,
-// is left alone: pipelined replies mostly come in together.
+// is left alone: pipelined replies mostly come in together. The deadline
+// left on the connection may have passed; that is harmless only because
+// every read that can block comes through here and sets its own.
 func (c *Client) readReplyTimeout(verb string, timeout time.Duration) (Reply, error) {
 	if !c.replyBuffered() {
 		if err := c.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
