@@ -644,7 +644,7 @@ func (c *Client) flush(timeout time.Duration, phase string) error {
 // the deadline, whose setting costs a clock reading and a timer update,
 // is left alone: pipelined replies mostly come in together. The deadline
 // left on the connection may have passed; that is harmless only because
-// every read that can block comes through here and sets its own.
+// every read that can block sets its own first (here, in cmd, in start).
 func (c *Client) readReplyTimeout(verb string, timeout time.Duration) (Reply, error) {
 	if !c.replyBuffered() {
 		if err := c.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
