@@ -145,6 +145,6 @@ for n in $XLSX_ROWS; do
 done
 
 echo
-echo "peak RSS of bulkmail send --workers 16 to $SERVER sink ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -m), $(go env GOVERSION))"
+echo "peak RSS of bulkmail send --workers 16 to $SERVER ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -m), $(go env GOVERSION))"
 printf '%-6s %10s %10s %12s %8s\n' list rows "peak MB" "wall" "msgs/s"
 for line in "${table[@]}"; do echo "$line"; done

@@ -273,6 +273,31 @@ func TestSendMissingColumnStopsBeforeSending(t *testing.T) {
 	}
 }
 
+// TestSendResultFolderMissing: a result or journal path in a folder that
+// does not exist stops the run before anything is sent, naming the folder.
+func TestSendResultFolderMissing(t *testing.T) {
+	dir := t.TempDir()
+	srv := startCapture(t, capture.Config{})
+	list := writeList(t, dir, 3)
+	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), "From: a@example.com\nTo: {{.email}}\nSubject: hi\n\nhi\n")
+	missing := filepath.Join(dir, "nowhere")
+	for _, extra := range [][]string{
+		{"--result", filepath.Join(missing, "r.xlsx")},
+		{"--result", filepath.Join(dir, "r.xlsx"), "--journal", filepath.Join(missing, "j")},
+	} {
+		code, _, stderr := runCLI(t, append([]string{"send", "--smtp", "smtp://" + srv.Addr(), "--list", list, "--template", tmpl}, extra...)...)
+		if code != exitUsage {
+			t.Fatalf("%q: exit %d, want %d; stderr:\n%s", extra, code, exitUsage, stderr)
+		}
+		if !strings.Contains(stderr, "the folder "+missing+" does not exist") {
+			t.Errorf("%q: stderr does not name the missing folder:\n%s", extra, stderr)
+		}
+	}
+	if c := len(srv.Conns()); c != 0 {
+		t.Errorf("server saw %d connections, want 0", c)
+	}
+}
+
 func TestSendDefaultUsesCaptureServer(t *testing.T) {
 	dir := t.TempDir()
 	list := writeList(t, dir, 5)

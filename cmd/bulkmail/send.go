@@ -183,6 +183,13 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer, env *
 		defer os.RemoveAll(dir)
 		journalPath = filepath.Join(dir, "journal")
 	}
+	// A result or journal in a folder that does not exist is most likely a
+	// mistyped path: said before anything is sent, not as a journal error.
+	for _, p := range []string{f.result, journalPath} {
+		if dir := filepath.Dir(p); !isDir(dir) {
+			return usageErr("%s: the folder %s does not exist; nothing sent (create it, or give another path)", p, dir)
+		}
+	}
 	// A sharded journal from before journals recorded their rows was
 	// written when shards hashed addresses without Unicode normalisation:
 	// resuming it now could move a row into a shard whose journal never saw
@@ -881,4 +888,10 @@ func parseStatuses(s string) (map[report.Status]bool, error) {
 		out[st] = true
 	}
 	return out, nil
+}
+
+// isDir reports whether path is a folder (or a link to one).
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
