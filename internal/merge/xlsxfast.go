@@ -350,6 +350,7 @@ type fastRows struct {
 	done    bool
 	last    int      // number of the last row read
 	cells   []string // reused when the values are not kept
+	text    []byte   // textElement's copy of a text, reused
 }
 
 func newFastRows(x *xlsxFast, r io.Reader, closer func() error) *fastRows {
@@ -626,7 +627,7 @@ func (r *fastRows) cell(cells []string, col int, keep bool) ([]string, int, erro
 		}
 	}
 	// typ points into the buffer that reading the children may move.
-	t := string(typ)
+	t := cellType(typ)
 	var v, is []byte
 	var hasF, hasV, hasIS, decodeV, decodeIS bool
 	var vStr, isStr string
@@ -694,15 +695,17 @@ func (r *fastRows) cell(cells []string, col int, keep bool) ([]string, int, erro
 }
 
 // textElement reads the rest of an element that holds only text (v, f,
-// t) and returns the raw text. The slice is valid until the next token.
+// t) and returns the raw text. The slice is valid until the next call.
 func (r *fastRows) textElement(name string) ([]byte, bool, error) {
 	if r.t.empty {
 		return nil, false, nil
 	}
 	// The text token's slice stays valid only until the next token, so a
-	// copy is kept when an end tag has to be read after it.
+	// copy is kept when an end tag has to be read after it: in r.text, one
+	// buffer for every cell, since each text is made a string before the
+	// next is read.
 	var text []byte
-	var decode bool
+	var decode, seen bool
 	for {
 		if err := r.tok(); err != nil {
 			return nil, false, err
@@ -711,14 +714,16 @@ func (r *fastRows) textElement(name string) ([]byte, bool, error) {
 		case 0:
 			return nil, false, r.bad("unexpected end of input in <%s>", name)
 		case 't':
-			if text != nil {
+			if seen {
 				return nil, false, errXLSXUnsupported
 			}
+			seen = true
 			var err error
 			if decode, err = checkText(r.t.text); err != nil {
 				return nil, false, err
 			}
-			text = append([]byte(nil), r.t.text...)
+			text = append(r.text[:0], r.t.text...)
+			r.text = text
 		case 'e':
 			if string(r.t.name) != name {
 				return nil, false, r.bad("<%s> closed by </%s>", name, r.t.name)
@@ -1059,4 +1064,28 @@ func (r *fastRows) listNext() (int, []string, error, error) {
 		return 0, nil, nil, fmt.Errorf("worksheet: %w", err)
 	}
 	return n, cells, nil, nil
+}
+
+// cellType returns a cell's t attribute as a string, without allocating for
+// the values excelize writes.
+func cellType(typ []byte) string {
+	switch string(typ) {
+	case "":
+		return ""
+	case "s":
+		return "s"
+	case "n":
+		return "n"
+	case "b":
+		return "b"
+	case "str":
+		return "str"
+	case "inlineStr":
+		return "inlineStr"
+	case "e":
+		return "e"
+	case "d":
+		return "d"
+	}
+	return string(typ)
 }
