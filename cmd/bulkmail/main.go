@@ -12,6 +12,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -190,7 +191,18 @@ func setUsage(fs *flag.FlagSet, synopsis string) {
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: %s\n\nFlags:\n", synopsis)
+		// PrintDefaults names each flag with one dash; the README and the
+		// error messages use two (the flag package takes either).
+		var defaults strings.Builder
+		fs.SetOutput(&defaults)
 		fs.PrintDefaults()
+		fs.SetOutput(w)
+		for _, line := range strings.SplitAfter(defaults.String(), "\n") {
+			if strings.HasPrefix(line, "  -") {
+				line = "  --" + line[len("  -"):]
+			}
+			fmt.Fprint(w, line)
+		}
 		fmt.Fprint(w, "\n"+statuses)
 	}
 }

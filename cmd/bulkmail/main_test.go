@@ -819,3 +819,20 @@ func deferRcpt(prefix string) func(string) *capture.Reply {
 		return nil
 	}
 }
+
+// TestHelpNamesFlagsWithTwoDashes: each command's -h lists its flags as
+// the README and the error messages write them, --name.
+func TestHelpNamesFlagsWithTwoDashes(t *testing.T) {
+	for _, cmd := range []string{"send", "report", "preview", "probe", "sink"} {
+		_, stdout, stderr := runCLI(t, cmd, "-h")
+		out := stdout + stderr
+		if !strings.Contains(out, "Flags:\n  --") {
+			t.Errorf("%s -h: no flag listed as --name:\n%s", cmd, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "  -") && !strings.HasPrefix(line, "  --") {
+				t.Errorf("%s -h: %q has one dash", cmd, line)
+			}
+		}
+	}
+}
