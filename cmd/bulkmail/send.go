@@ -81,7 +81,7 @@ Passwords come from $BULKMAIL_SMTP_PASSWORD or --password-file, never from flags
 	fs.StringVar(&f.job, "job", "", "TOML job file holding any of these flags (flags on the command line win)")
 	fs.StringVar(&f.shard, "shard", "", "send only shard i of n (0 <= i < n), split by a hash of the address")
 	fs.IntVar(&f.maxAttempts, "max-attempts", 20, "attempts a row may have over all runs; a deferred or failed row that used them is not tried again (0: no limit)")
-	fs.StringVar(&f.journalSync, "journal-sync", "message", "what the journal fsyncs: message (each message's commit and reply, before the next message) or batch (one reservation per batch of rows: faster; after a crash of the machine, the unsent rows of the last batches read in_doubt too)")
+	fs.StringVar(&f.journalSync, "journal-sync", "message", "what the journal fsyncs: message (each message's commit and reply, before the next message) or batch (one reservation per batch of rows: faster; after a crash of the machine, up to two batches and two rows per worker read in_doubt, rows never sent among them)")
 	return fs, f
 }
 
