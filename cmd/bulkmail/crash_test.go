@@ -1476,12 +1476,7 @@ func (h *harness) testKill9WithDuplicates(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 0xd0b1e))
 			srv := startCapture(t, capture.Config{})
 			j := newJob(t, srv, 0)
-			var b strings.Builder
-			b.WriteString("Email,Name,Plan\n")
-			for i := 1; i <= 2*half; i++ {
-				fmt.Fprintf(&b, "%s,User %d,plan-%d\n", userEmail((i-1)%half+1), i, i%3)
-			}
-			writeFile(t, j.list, b.String())
+			writeTwiceList(t, j.list, half)
 			j.workers = 1 + rng.IntN(4)
 			for run := 0; run < 3; run++ {
 				target := len(srv.Messages()) + 1 + rng.IntN(half/2)
@@ -1605,4 +1600,16 @@ func (h *harness) testMachineRestart(t *testing.T) {
 			t.Logf("%d messages before the restart, %d rows in doubt after it (%d for the restart)", len(before), inDoubt, restarted)
 		})
 	}
+}
+
+// writeTwiceList writes a list of 2*half rows at path: users 1 to half,
+// then the same addresses again under other names.
+func writeTwiceList(t *testing.T, path string, half int) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("Email,Name,Plan\n")
+	for i := 1; i <= 2*half; i++ {
+		fmt.Fprintf(&b, "%s,User %d,plan-%d\n", userEmail((i-1)%half+1), i, i%3)
+	}
+	writeFile(t, path, b.String())
 }

@@ -98,17 +98,28 @@ func main() {
 
 // exitCode is the one place an error becomes an exit status.
 func exitCode(err error) int {
-	if err == nil {
-		return exitOK
-	}
 	var ee *exitError
-	if errors.As(err, &ee) {
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
 		if ee.err != nil {
 			log.Print(ee.err)
 		}
+	default:
+		log.Print(err)
+	}
+	return exitStatus(err)
+}
+
+// exitStatus is the exit status err stands for.
+func exitStatus(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
 		return ee.code
 	}
-	log.Print(err)
 	return exitAborted
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,13 +58,8 @@ func runCLIEnv(t *testing.T, env *environment, args ...string) (int, string, str
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	err := runWith(ctx, args, &stdout, &stderr, env)
-	code := exitOK
+	code := exitStatus(err)
 	if err != nil {
-		var ee *exitError
-		code = exitAborted
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
 		fmt.Fprintf(&stderr, "error: %v\n", err)
 	}
 	return code, stdout.String(), stderr.String()
@@ -814,6 +809,17 @@ func sendArgs(srv *capture.Server, list, tmpl, result string, extra ...string) [
 func deferRcpt(prefix string) func(string) *capture.Reply {
 	return func(to string) *capture.Reply {
 		if strings.HasPrefix(to, prefix) {
+			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
+		}
+		return nil
+	}
+}
+
+// deferWhile answers 451 4.3.0 to every RCPT TO:<addr> while on is set,
+// and accepts the others.
+func deferWhile(on *atomic.Bool, addr string) func(string) *capture.Reply {
+	return func(to string) *capture.Reply {
+		if on.Load() && to == addr {
 			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
 		}
 		return nil

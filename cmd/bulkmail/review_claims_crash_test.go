@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -41,12 +40,7 @@ func TestClaimsKill9CronWithDuplicates(t *testing.T) {
 				return nil
 			}})
 			j := newJob(t, srv, 0)
-			var b strings.Builder
-			b.WriteString("Email,Name,Plan\n")
-			for i := 1; i <= 2*half; i++ {
-				fmt.Fprintf(&b, "%s,User %d,plan-%d\n", userEmail((i-1)%half+1), i, i%3)
-			}
-			writeFile(t, j.list, b.String())
+			writeTwiceList(t, j.list, half)
 			j.workers = 1 + rng.IntN(4)
 			for run := 0; run < 5; run++ {
 				extra := []string{"--retries", "0"}

@@ -8,7 +8,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,13 +33,8 @@ func runTagged(t *testing.T, ctx context.Context, tag string, args ...string) (i
 	}
 	var stdout, stderr bytes.Buffer
 	err := runWith(ctx, args, &stdout, &stderr, env)
-	code := exitOK
+	code := exitStatus(err)
 	if err != nil {
-		var ee *exitError
-		code = exitAborted
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
 		fmt.Fprintln(&stderr, err)
 	}
 	return code, stderr.String()
@@ -132,12 +126,7 @@ func claimThenInvalid(t *testing.T) (srv *capture.Server, args []string, dir, re
 	dir = t.TempDir()
 	var refuse atomic.Bool
 	refuse.Store(true)
-	srv = startCapture(t, capture.Config{KeepInMemory: true, Rcpt: func(to string) *capture.Reply {
-		if refuse.Load() && to == "dup@example.org" {
-			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
-		}
-		return nil
-	}})
+	srv = startCapture(t, capture.Config{KeepInMemory: true, Rcpt: deferWhile(&refuse, "dup@example.org")})
 	writeFile(t, filepath.Join(dir, "a.txt"), "attachment\n")
 	var b strings.Builder
 	b.WriteString("email,name,plan,files\n")
@@ -183,12 +172,7 @@ func TestClaimsExhaustedRowStrandsDuplicate(t *testing.T) {
 	dir := t.TempDir()
 	var refuse atomic.Bool
 	refuse.Store(true)
-	srv := startCapture(t, capture.Config{KeepInMemory: true, Rcpt: func(to string) *capture.Reply {
-		if refuse.Load() && to == "dup@example.org" {
-			return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
-		}
-		return nil
-	}})
+	srv := startCapture(t, capture.Config{KeepInMemory: true, Rcpt: deferWhile(&refuse, "dup@example.org")})
 	list := dupListAtEnd(t, dir, 5)
 	tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 	result := filepath.Join(dir, "r.xlsx")

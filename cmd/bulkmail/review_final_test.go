@@ -6,7 +6,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,13 +24,8 @@ func runCLICtx(t *testing.T, ctx context.Context, args ...string) (int, string) 
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	err := runWith(ctx, args, &stdout, &stderr, testEnv())
-	code := exitOK
+	code := exitStatus(err)
 	if err != nil {
-		var ee *exitError
-		code = exitAborted
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
 		fmt.Fprintln(&stderr, err)
 	}
 	return code, stderr.String()

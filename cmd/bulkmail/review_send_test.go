@@ -438,12 +438,7 @@ func TestReviewChangedListAdviceSuppressesUndelivered(t *testing.T) {
 			dir := t.TempDir()
 			var refuse atomic.Bool
 			refuse.Store(true)
-			srv := startCapture(t, capture.Config{KeepInMemory: true, Rcpt: func(to string) *capture.Reply {
-				if refuse.Load() && to == "user2@example.org" {
-					return &capture.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later"}
-				}
-				return nil
-			}})
+			srv := startCapture(t, capture.Config{KeepInMemory: true, Rcpt: deferWhile(&refuse, "user2@example.org")})
 			list := writeList(t, dir, 3)
 			tmpl := writeFile(t, filepath.Join(dir, "t.tmpl"), testTemplate)
 			result := filepath.Join(dir, "results"+ext)
