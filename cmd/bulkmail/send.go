@@ -430,14 +430,8 @@ func (r *sendRun) deliver(ctx context.Context, cfg sender.Config, limit rate.Lim
 		Retrying: func(res sender.Result) error {
 			return r.record(outcomeOf(res, rowOf(res.Job)), res.Lazy)
 		},
-		Flush: func(int) error {
-			if r.journal.Reserving() {
-				// Written is enough: the reservation covers a restart.
-				return r.journal.WriteOut()
-			}
-			return r.journal.Sync()
-		},
-		Logf: logf,
+		Flush: func(int) error { return r.journal.Settle() },
+		Logf:  logf,
 	})
 
 	// The pool stops taking messages when ctx ends; messages on the wire

@@ -914,6 +914,17 @@ func (j *Journal) WriteOut() error {
 	return j.err
 }
 
+// Settle makes everything appended as durable as the journal's mode
+// promises, for a worker about to wait: written, in a journal that takes
+// reservations (they answer for a restart of the machine); written and
+// fsynced (Sync) otherwise.
+func (j *Journal) Settle() error {
+	if j.Reserving() {
+		return j.WriteOut()
+	}
+	return j.Sync()
+}
+
 // appendUnsynced appends o without an fsync, writing it to the file at
 // once with write (or when a lot is pending).
 func (j *Journal) appendUnsynced(o Outcome, write bool) error {
